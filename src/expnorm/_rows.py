@@ -1,0 +1,111 @@
+"""The shared first pass of every function: per-row max, shifted exponentials, and their sum.
+
+For a row ``x`` (the entries over the reduced axes that ``where`` keeps) with maximum ``m``,
+
+.. math::
+
+    t = \\sum_{i \\ne i^*} e^{x_i - m}, \\qquad \\operatorname{LSE}(x) = m + \\operatorname{log1p}(t),
+
+where ``i*`` is *one* position of the maximum (ties count in ``t``). This is the form of
+Blanchard, Higham & Higham (2021): ``log1p(t)`` keeps full relative accuracy when ``t`` is tiny
+(one dominant entry), where ``log(1 + t)`` returns 0.
+
+Special rows (documented in every public docstring):
+
+* a NaN among the kept entries makes the whole row NaN;
+* no kept finite-or-infinite entry above ``-inf`` (all ``-inf``, or all masked): "empty";
+* ``+inf`` entries: the limit of the row as those entries grow together, so the ``+inf``
+  entries share the mass equally and every finite entry gets probability 0.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._wide import dd_normalize, dd_sum, exp_dd, log1p_dd, two_sum
+
+
+class RowStats(NamedTuple):
+    kept: jax.Array | None  # the where mask broadcast to x, or None
+    m: jax.Array  # row max over kept entries (keepdims)
+    nan_row: jax.Array  # a kept entry is NaN
+    empty_row: jax.Array  # no kept entry above -inf
+    inf_row: jax.Array  # a kept entry is +inf
+    d_hi: jax.Array  # x - m as dd (finite m; -inf where masked); 0 / +inf on an inf_row
+    d_lo: jax.Array
+    e_hi: jax.Array  # exp(x - m) as dd; on an inf_row, 1 at +inf entries and 0 elsewhere
+    e_lo: jax.Array
+    t_hi: jax.Array  # sum of e over the row, less one copy of the max (keepdims)
+    t_lo: jax.Array
+    l_hi: jax.Array  # log1p(t) as dd (keepdims)
+    l_lo: jax.Array
+
+
+def row_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None) -> RowStats:
+    """Compute :class:`RowStats` for a wide (float64) ``x`` reduced over ``axes``."""
+    neg_inf = jnp.array(-jnp.inf, x.dtype)
+    xk = x if kept is None else jnp.where(kept, x, neg_inf)
+    nan_row = jnp.any(jnp.isnan(xk), axis=axes, keepdims=True)
+    m = jnp.max(jnp.where(jnp.isnan(xk), neg_inf, xk), axis=axes, keepdims=True)
+    empty_row = m == -jnp.inf
+    inf_row = m == jnp.inf
+    m0 = jnp.where(jnp.isfinite(m), m, 0.0)
+
+    # x - m exactly, as hi + lo: its rounding error would be multiplied by |x - m| in exp.
+    d_hi, d_lo = two_sum(xk, -m0)
+    d_lo = jnp.where(jnp.isfinite(d_hi), d_lo, 0.0)
+    e_hi, e_lo = exp_dd(d_hi, d_lo)
+    at_max = xk == m
+    e_hi = jnp.where(inf_row, jnp.where(at_max, 1.0, 0.0), e_hi)
+    e_lo = jnp.where(inf_row, 0.0, e_lo)
+
+    # t excludes one copy of the max exactly: drop all copies, then add back (copies - 1).
+    others_hi = jnp.where(at_max, 0.0, e_hi)
+    others_lo = jnp.where(at_max, 0.0, e_lo)
+    t_hi, t_lo = dd_sum(others_hi, others_lo, axes, keepdims=True)
+    ties = jnp.sum(at_max, axis=axes, keepdims=True).astype(x.dtype) - 1.0
+    ties = jnp.maximum(ties, 0.0)
+    s, err = two_sum(t_hi, ties)
+    t_hi, t_lo = dd_normalize(s, err + t_lo)
+    l_hi, l_lo = log1p_dd(t_hi, t_lo)
+    return RowStats(kept, m, nan_row, empty_row, inf_row, d_hi, d_lo, e_hi, e_lo,
+                    t_hi, t_lo, l_hi, l_lo)
+
+
+def row_softmax(s: RowStats) -> jax.Array:
+    """``exp(x - m) / (1 + t)`` in wide precision, with the special rows applied."""
+    den_hi, den_err = two_sum(jnp.ones_like(s.t_hi), s.t_hi)
+    den_hi, den_lo = dd_normalize(den_hi, den_err + s.t_lo)
+    q = s.e_hi / den_hi
+    p = q + (s.e_lo - q * den_lo) / den_hi
+    p = jnp.where(s.empty_row, 0.0, p)
+    return jnp.where(s.nan_row, jnp.nan, p)
+
+
+def row_log_softmax(s: RowStats) -> jax.Array:
+    """``(x - m) - log1p(t)`` in wide precision, with the special rows applied."""
+    hi, err = two_sum(s.d_hi, -s.l_hi)
+    ls = hi + (err + (s.d_lo - s.l_lo))
+    ls = jnp.where(jnp.isneginf(s.d_hi), -jnp.inf, ls)  # keep -inf entries exactly -inf
+    at_inf = s.e_hi > 0.0  # on an inf_row: the +inf entries
+    ls = jnp.where(s.inf_row, jnp.where(at_inf, -(s.l_hi + s.l_lo), -jnp.inf), ls)
+    ls = jnp.where(s.empty_row, -jnp.inf, ls)
+    return jnp.where(s.nan_row, jnp.nan, ls)
+
+
+def row_logsumexp(s: RowStats) -> jax.Array:
+    """``m + log1p(t)`` in wide precision (keepdims), with the special rows applied."""
+    hi, err = two_sum(jnp.where(jnp.isfinite(s.m), s.m, 0.0), s.l_hi)
+    lse = hi + (err + s.l_lo)
+    lse = jnp.where(jnp.isfinite(s.m), lse, s.m)  # -inf for empty rows, +inf for inf rows
+    return jnp.where(s.nan_row, jnp.nan, lse)
+
+
+def masked_tangent(t: jax.Array, kept: jax.Array | None) -> jax.Array:
+    """Zero the tangent at masked entries: they do not take part in the function."""
+    if kept is None:
+        return t
+    return jnp.where(kept, t, jnp.zeros_like(t))
