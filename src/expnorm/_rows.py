@@ -25,7 +25,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._wide import dd_normalize, dd_sum, exp_dd, log1p_dd, two_sum
+from ._wide import (const, dd_normalize, dd_sum, exp_dd, exp_dd_accurate, log1p_dd,
+                    log1p_dd_accurate, opaque, two_sum)
 
 
 class RowStats(NamedTuple):
@@ -44,12 +45,19 @@ class RowStats(NamedTuple):
     l_lo: jax.Array
 
 
-def row_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None) -> RowStats:
-    """Compute :class:`RowStats` for a wide (float64) ``x`` reduced over ``axes``."""
+def row_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None,
+              accurate: bool = False) -> RowStats:
+    """Compute :class:`RowStats` for a wide (float64) ``x`` reduced over ``axes``.
+
+    ``accurate=True`` (logsumexp) computes ``e`` and ``log1p(t)`` to about 1e-30 relative
+    with the dd ``exp_dd_accurate`` / ``log1p_dd_accurate``: ``m + log1p(t)`` may cancel.
+    """
+    exp_, log1p_ = (exp_dd_accurate, log1p_dd_accurate) if accurate else (exp_dd, log1p_dd)
+    x = opaque(x)  # a constant input (e.g. closed over under jit) must not be folded through
     neg_inf = jnp.array(-jnp.inf, x.dtype)
     xk = x if kept is None else jnp.where(kept, x, neg_inf)
     nan_row = jnp.any(jnp.isnan(xk), axis=axes, keepdims=True)
-    m = jnp.max(jnp.where(jnp.isnan(xk), neg_inf, xk), axis=axes, keepdims=True)
+    m = jnp.max(jnp.where(jnp.isnan(xk), neg_inf, xk), axis=axes, keepdims=True, initial=-jnp.inf)
     empty_row = m == -jnp.inf
     inf_row = m == jnp.inf
     m0 = jnp.where(jnp.isfinite(m), m, 0.0)
@@ -57,7 +65,7 @@ def row_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None) -> Ro
     # x - m exactly, as hi + lo: its rounding error would be multiplied by |x - m| in exp.
     d_hi, d_lo = two_sum(xk, -m0)
     d_lo = jnp.where(jnp.isfinite(d_hi), d_lo, 0.0)
-    e_hi, e_lo = exp_dd(d_hi, d_lo)
+    e_hi, e_lo = exp_(d_hi, d_lo)
     at_max = xk == m
     e_hi = jnp.where(inf_row, jnp.where(at_max, 1.0, 0.0), e_hi)
     e_lo = jnp.where(inf_row, 0.0, e_lo)
@@ -70,14 +78,14 @@ def row_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None) -> Ro
     ties = jnp.maximum(ties, 0.0)
     s, err = two_sum(t_hi, ties)
     t_hi, t_lo = dd_normalize(s, err + t_lo)
-    l_hi, l_lo = log1p_dd(t_hi, t_lo)
+    l_hi, l_lo = log1p_(t_hi, t_lo)
     return RowStats(kept, m, nan_row, empty_row, inf_row, d_hi, d_lo, e_hi, e_lo,
                     t_hi, t_lo, l_hi, l_lo)
 
 
 def row_softmax(s: RowStats) -> jax.Array:
     """``exp(x - m) / (1 + t)`` in wide precision, with the special rows applied."""
-    den_hi, den_err = two_sum(jnp.ones_like(s.t_hi), s.t_hi)
+    den_hi, den_err = two_sum(const(1.0, s.t_hi), s.t_hi)
     den_hi, den_lo = dd_normalize(den_hi, den_err + s.t_lo)
     q = s.e_hi / den_hi
     p = q + (s.e_lo - q * den_lo) / den_hi

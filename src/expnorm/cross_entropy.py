@@ -75,6 +75,11 @@ def _ce_labels_jvp(axis, out_dtype, primals, tangents):
         return loss, d.astype(out_dtype)
 
 
+# One compiled kernel per shape and dtype, also when called eagerly (inlined under an outer jit).
+_ce_probs_jit = jax.jit(_ce_probs, static_argnums=(2, 3))
+_ce_labels_jit = jax.jit(_ce_labels, static_argnums=(2, 3))
+
+
 def softmax_cross_entropy(logits, targets, axis: Axis = -1, *, temperature=None) -> jax.Array:
     r"""Cross-entropy between target distributions and ``softmax(logits)``.
 
@@ -117,7 +122,7 @@ def softmax_cross_entropy(logits, targets, axis: Axis = -1, *, temperature=None)
         ) from err
     axes = canonical_axes(axis, logits.ndim)
     with wide_context():
-        return _ce_probs(_scaled(logits, temperature), targets, axes, jnp.dtype(logits.dtype))
+        return _ce_probs_jit(_scaled(logits, temperature), targets, axes, jnp.dtype(logits.dtype))
 
 
 def softmax_cross_entropy_with_integer_labels(logits, labels, axis: int = -1, *,
@@ -173,4 +178,4 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis: int = -1, *,
             bad = lo if lo < 0 else hi
             raise ValueError(f"label {bad} is out of range for {k} classes (valid: 0 to {k - 1})")
     with wide_context():
-        return _ce_labels(_scaled(logits, temperature), labels, ax, jnp.dtype(logits.dtype))
+        return _ce_labels_jit(_scaled(logits, temperature), labels, ax, jnp.dtype(logits.dtype))

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from ._checks import Axis, as_float_array, broadcast_mask, canonical_axes, check_temperature
 from ._rows import masked_tangent, row_logsumexp, row_softmax, row_stats
-from ._wide import WIDE, dd_sum, log_dd, tangent_dtype, two_sum, wide_context
+from ._wide import WIDE, dd_sum, log_dd_accurate, tangent_dtype, two_prod, two_sum, wide_context
 
 
 def _squeeze(y, axes, keepdims):
@@ -19,7 +19,8 @@ def _squeeze(y, axes, keepdims):
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _lse(x, kept, axes, out_dtype):
     with wide_context():
-        return row_logsumexp(row_stats(x.astype(WIDE), axes, kept)).astype(out_dtype)
+        # accurate=True: m + log1p(t) cancels when m < 0 (see _wide.exp_dd_accurate)
+        return row_logsumexp(row_stats(x.astype(WIDE), axes, kept, accurate=True)).astype(out_dtype)
 
 
 @_lse.defjvp
@@ -42,12 +43,15 @@ def _lse_weighted(x, b, kept, axes, out_dtype):
         xw, bw = x.astype(WIDE), b.astype(WIDE)
         nonzero = bw != 0
         kept_b = nonzero if kept is None else (kept & nonzero)
-        s = row_stats(xw, axes, kept_b)
-        prod_hi = jnp.where(s.e_hi > 0, bw * s.e_hi, 0.0)
-        prod_lo = jnp.where(s.e_hi > 0, bw * s.e_lo, 0.0)
+        # accurate=True, an exact product b * e and a dd log: m + log(S) may cancel
+        # (see _wide.exp_dd_accurate), so S must be right to ~1e-30, not 1e-16.
+        s = row_stats(xw, axes, kept_b, accurate=True)
+        p_hi, p_err = two_prod(bw, s.e_hi)
+        prod_hi = jnp.where(s.e_hi > 0, p_hi, 0.0)
+        prod_lo = jnp.where(s.e_hi > 0, p_err + bw * s.e_lo, 0.0)
         sum_hi, sum_lo = dd_sum(prod_hi, prod_lo, axes, keepdims=True)
         sign = jnp.sign(sum_hi)
-        log_hi, log_lo = log_dd(jnp.abs(sum_hi), sign * sum_lo)
+        log_hi, log_lo = log_dd_accurate(jnp.where(sum_hi == 0, 1.0, jnp.abs(sum_hi)), sign * sum_lo)
         m0 = jnp.where(jnp.isfinite(s.m), s.m, 0.0)
         hi, err = two_sum(m0, log_hi)
         lse = hi + (err + log_lo)
@@ -70,6 +74,11 @@ def _lse_weighted_jvp(axes, out_dtype, primals, tangents):
     tb = masked_tangent(tb.astype(dt), kept)
     dlse = jnp.sum(w * (b.astype(dt) * tx + tb), axis=axes, keepdims=True)
     return (lse, sign), (dlse.astype(out_dtype), jnp.zeros_like(sign))
+
+
+# One compiled kernel per shape and dtype, also when called eagerly (inlined under an outer jit).
+_lse_jit = jax.jit(_lse, static_argnums=(2, 3))
+_lse_weighted_jit = jax.jit(_lse_weighted, static_argnums=(3, 4))
 
 
 def logsumexp(a, axis: Axis = None, b=None, keepdims: bool = False, return_sign: bool = False,
@@ -129,7 +138,7 @@ def _logsumexp_wide(a, axes, b, keepdims, return_sign, kept, temperature, out_dt
         x = a.astype(WIDE) / jnp.asarray(temperature, WIDE)
 
     if b is None:
-        lse = _lse(x, kept, axes, inner_dtype)
+        lse = _lse_jit(x, kept, axes, inner_dtype)
         sign = jnp.where(jnp.isneginf(lse), 0.0, jnp.where(jnp.isnan(lse), jnp.nan, 1.0))
         sign = sign.astype(inner_dtype)
     else:
@@ -138,7 +147,7 @@ def _logsumexp_wide(a, axes, b, keepdims, return_sign, kept, temperature, out_dt
             b = jnp.broadcast_to(b, a.shape)
         except ValueError as err:
             raise ValueError(f"b of shape {b.shape} does not broadcast to a's shape {a.shape}") from err
-        lse, sign = _lse_weighted(x, b, kept, axes, inner_dtype)
+        lse, sign = _lse_weighted_jit(x, b, kept, axes, inner_dtype)
         if not return_sign:
             lse = jnp.where(sign < 0, jnp.nan, lse)
 

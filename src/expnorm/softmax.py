@@ -66,6 +66,11 @@ def _log_softmax_jvp(axes, out_dtype, primals, tangents):
         return ls, dls.astype(out_dtype)
 
 
+# One compiled kernel per shape and dtype, also when called eagerly (inlined under an outer jit).
+_softmax_jit = jax.jit(_softmax, static_argnums=(2, 3))
+_log_softmax_jit = jax.jit(_log_softmax, static_argnums=(2, 3))
+
+
 def softmax(x, axis: Axis = -1, where=None, *, temperature=None) -> jax.Array:
     r"""Softmax, accurate to within 1 ulp (float64: 4 ulp).
 
@@ -111,7 +116,7 @@ def softmax(x, axis: Axis = -1, where=None, *, temperature=None) -> jax.Array:
     """
     x, kept, axes, out_dtype = _prepare(x, axis, where, temperature)
     with wide_context():
-        return _softmax(x, kept, axes, out_dtype)
+        return _softmax_jit(x, kept, axes, out_dtype)
 
 
 def log_softmax(x, axis: Axis = -1, where=None, *, temperature=None) -> jax.Array:
@@ -146,4 +151,4 @@ def log_softmax(x, axis: Axis = -1, where=None, *, temperature=None) -> jax.Arra
     """
     x, kept, axes, out_dtype = _prepare(x, axis, where, temperature)
     with wide_context():
-        return _log_softmax(x, kept, axes, out_dtype)
+        return _log_softmax_jit(x, kept, axes, out_dtype)
