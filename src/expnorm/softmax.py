@@ -99,7 +99,10 @@ def softmax(x, axis: Axis = -1, where=None, *, temperature=None) -> jax.Array:
         (not NaN), and its gradient is 0;
       * ``+inf`` entries share the mass equally (the limit as they grow together); finite
         entries of that row get 0;
-      * a NaN among the kept entries makes its whole row NaN.
+      * a NaN among the kept entries makes its whole row NaN;
+      * probabilities below the smallest normal number of the dtype (about 1.2e-38 in
+        float32) may come back as 0: XLA flushes subnormal results to zero on CPU. The
+        accuracy target covers every result whose exact value is normal.
 
     Gradients: ``d softmax = p * (dx - <p, dx>)``, with exact zeros at entries of probability 0,
     so masks and ``-inf`` never produce NaN gradients.
