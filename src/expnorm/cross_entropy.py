@@ -12,6 +12,8 @@ from ._checks import Axis, as_float_array, canonical_axes, check_temperature, is
 from ._rows import row_log_softmax, row_softmax, row_stats
 from ._wide import WIDE, dd_sum, tangent_dtype, wide_context
 
+SymbolicZero = jax.custom_derivatives.SymbolicZero
+
 
 def _scaled(logits, temperature):
     check_temperature(temperature)
@@ -28,10 +30,10 @@ def _ce_probs(x, y, axes, out_dtype):
         # 0 * log(0) = 0: a class of target probability 0 costs nothing, even at logit -inf.
         term = jnp.where(yw == 0, 0.0, -yw * ls)
         hi, lo = dd_sum(term, jnp.zeros_like(term), axes)
-        return (hi + lo).astype(out_dtype)
+        loss = jnp.where(jnp.any(term == jnp.inf, axis=axes), jnp.inf, hi + lo)  # dd: inf - inf
+        return jnp.where(jnp.any(jnp.isnan(term), axis=axes), jnp.nan, loss).astype(out_dtype)
 
 
-@_ce_probs.defjvp
 def _ce_probs_jvp(axes, out_dtype, primals, tangents):
     x, y = primals
     tx, ty = tangents
@@ -40,12 +42,21 @@ def _ce_probs_jvp(axes, out_dtype, primals, tangents):
         s = row_stats(x.astype(WIDE), axes, None)
         dt = tangent_dtype(out_dtype)
         p, ls = row_softmax(s).astype(dt), row_log_softmax(s).astype(dt)
-        yt, tx, ty = y.astype(dt), tx.astype(dt), ty.astype(dt)
-        tx = jnp.where(jnp.isfinite(ls), tx, 0.0)
+        yt = y.astype(dt)
         # d loss = sum(y) <p, dx> - <y, dx> - <log p, dy>
-        d = (jnp.sum(yt, axis=axes) * jnp.sum(p * tx, axis=axes) - jnp.sum(yt * tx, axis=axes)
-             - jnp.sum(jnp.where(ty == 0, 0.0, ls * ty), axis=axes))
+        d = jnp.zeros(loss.shape, dt)
+        if not isinstance(tx, SymbolicZero):
+            tx = tx.astype(dt)
+            d = d + jnp.sum(yt, axis=axes) * jnp.sum(p * tx, axis=axes) - jnp.sum(yt * tx, axis=axes)
+        if not isinstance(ty, SymbolicZero):
+            # -log p is +inf where p = 0: the true derivative with respect to that target.
+            d = d - jnp.sum(ls * ty.astype(dt), axis=axes)
         return loss, d.astype(out_dtype)
+
+
+# Symbolic zeros: the target term is skipped when only the logits are differentiated, so
+# its infinities (log 0) never meet a zero tangent (inf * 0 = nan).
+_ce_probs.defjvp(_ce_probs_jvp, symbolic_zeros=True)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
@@ -68,11 +79,11 @@ def _ce_labels_jvp(axis, out_dtype, primals, tangents):
         s = row_stats(x.astype(WIDE), (axis,), None)
         dt = tangent_dtype(out_dtype)
         p = row_softmax(s).astype(dt)
-        tx = jnp.where(p > 0, tx.astype(dt), 0.0)
         k = x.shape[axis]
         onehot = jnp.moveaxis(jax.nn.one_hot(labels, k, dtype=dt), -1, axis)
-        d = jnp.sum((p - onehot) * tx, axis=axis)
-        return loss, d.astype(out_dtype)
+        d = jnp.sum((p - onehot) * tx.astype(dt), axis=axis)
+        inside = (labels >= 0) & (labels < k)
+        return loss, jnp.where(inside, d, 0.0).astype(out_dtype)
 
 
 # One compiled kernel per shape and dtype, also when called eagerly (inlined under an outer jit).
@@ -106,7 +117,9 @@ def softmax_cross_entropy(logits, targets, axis: Axis = -1, *, temperature=None)
       * a class with target > 0 and logit ``-inf`` gives a loss of ``+inf``;
       * a NaN logit makes the row's loss NaN.
 
-    Gradient with respect to the logits: ``sum(y) * softmax(z) - y`` (finite at ``-inf`` logits).
+    Gradients: with respect to the logits ``sum(y) * softmax(z) - y`` (finite everywhere, also
+    at ``-inf`` logits); with respect to the targets ``-log softmax(z)``, which is ``+inf`` at a
+    class of probability 0.
 
     Raises:
       TypeError: complex logits or targets.
@@ -173,7 +186,8 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis: int = -1, *,
         )
     k = logits.shape[ax]
     if is_concrete(labels) and labels.size:
-        lo, hi = int(jnp.min(labels)), int(jnp.max(labels))
+        concrete = np.asarray(labels)  # NumPy: also a constant closed over under jit
+        lo, hi = int(concrete.min()), int(concrete.max())
         if lo < 0 or hi >= k:
             bad = lo if lo < 0 else hi
             raise ValueError(f"label {bad} is out of range for {k} classes (valid: 0 to {k - 1})")
