@@ -704,3 +704,18 @@ def test_ce_probs_gradient_with_respect_to_targets_is_minus_log_softmax():
     # and differentiating only the logits stays finite at that -inf logit
     gz = jax.grad(lambda z: expnorm.softmax_cross_entropy(z, y).sum())(z)
     assert np.all(np.isfinite(np.asarray(gz)))
+
+
+@pytest.mark.parametrize("margin", [5.0, 17.0, 20.0, 30.0, 60.0, 85.0])
+def test_ce_labels_gradient_keeps_tiny_confident_component(margin):
+    # d loss / d z_k = p_k - 1 = -(sum of the other probabilities): tiny but representable
+    # in float32 at a confident margin; computing it as p_k - 1 would round it to 0.
+    from expnorm import numerics as N
+
+    z = np.array([margin, 0.0, -1.0], np.float32)
+    g = jax.grad(lambda z: expnorm.softmax_cross_entropy_with_integer_labels(z[None], jnp.array([0]))[0])(
+        jnp.asarray(z))
+    p = N.ref_softmax(z)
+    exact = -(p[1] + p[2])
+    assert N.is_normal(exact, np.float32)
+    assert N.ulp_error(float(g[0]), exact, np.float32) <= 1.0

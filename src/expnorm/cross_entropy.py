@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import Axis, as_float_array, canonical_axes, check_temperature, is_concrete
-from ._rows import row_log_softmax, row_softmax, row_stats
+from ._rows import (fast_log_softmax, fast_stats, fast_t, row_log_softmax, row_softmax,
+                    row_stats)
 from ._wide import WIDE, dd_sum, tangent_dtype, wide_context
 
 SymbolicZero = jax.custom_derivatives.SymbolicZero
@@ -25,7 +26,10 @@ def _scaled(logits, temperature):
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _ce_probs(x, y, axes, out_dtype):
     with wide_context():
-        ls = row_log_softmax(row_stats(x.astype(WIDE), axes, None))
+        if jnp.dtype(out_dtype) != jnp.float64:
+            ls = fast_log_softmax(fast_stats(x, axes, None), axes)
+        else:
+            ls = row_log_softmax(row_stats(x.astype(WIDE), axes, None))
         yw = y.astype(WIDE)
         # 0 * log(0) = 0: a class of target probability 0 costs nothing, even at logit -inf.
         term = jnp.where(yw == 0, 0.0, -yw * ls)
@@ -62,12 +66,33 @@ _ce_probs.defjvp(_ce_probs_jvp, symbolic_zeros=True)
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _ce_labels(x, labels, axis, out_dtype):
     with wide_context():
+        if jnp.dtype(out_dtype) != jnp.float64:
+            return _ce_labels_fast(x, labels, axis, out_dtype)
         ls = row_log_softmax(row_stats(x.astype(WIDE), (axis,), None))
         k = x.shape[axis]
         inside = (labels >= 0) & (labels < k)
         idx = jnp.expand_dims(jnp.where(inside, labels, 0), axis)
         loss = -jnp.squeeze(jnp.take_along_axis(ls, idx, axis=axis), axis)
         return jnp.where(inside, loss, jnp.nan).astype(out_dtype)
+
+
+def _ce_labels_fast(x, labels, axis, out_dtype):
+    """``(m - x_label) + log1p(t)`` in float64 without forming the log-softmax array.
+
+    Both terms are >= 0, so nothing cancels; ``m - x_label`` is exact for float32 inputs.
+    """
+    s = fast_stats(x, (axis,), None)
+    l = jnp.squeeze(jnp.log1p(fast_t(s, (axis,))), axis)
+    m = jnp.squeeze(s.m, axis)
+    k = x.shape[axis]
+    inside = (labels >= 0) & (labels < k)
+    idx = jnp.expand_dims(jnp.where(inside, labels, 0), axis)
+    xl = jnp.squeeze(jnp.take_along_axis(x, idx, axis=axis), axis).astype(WIDE)
+    loss = (jnp.where(jnp.isfinite(m), m, 0.0) - xl) + l
+    loss = jnp.where(m == jnp.inf, jnp.where(xl == jnp.inf, l, jnp.inf), loss)
+    loss = jnp.where((m == -jnp.inf) | (xl == -jnp.inf), jnp.inf, loss)
+    loss = jnp.where(jnp.isnan(m), jnp.nan, loss)
+    return jnp.where(inside, loss, jnp.nan).astype(out_dtype)
 
 
 @_ce_labels.defjvp
@@ -78,11 +103,16 @@ def _ce_labels_jvp(axis, out_dtype, primals, tangents):
     with wide_context():
         s = row_stats(x.astype(WIDE), (axis,), None)
         dt = tangent_dtype(out_dtype)
-        p = row_softmax(s).astype(dt)
         k = x.shape[axis]
-        onehot = jnp.moveaxis(jax.nn.one_hot(labels, k, dtype=dt), -1, axis)
-        d = jnp.sum((p - onehot) * tx.astype(dt), axis=axis)
         inside = (labels >= 0) & (labels < k)
+        onehot = jnp.moveaxis(jax.nn.one_hot(labels, k, dtype=WIDE), -1, axis)
+        grad = row_softmax(s) - onehot
+        # At a confident label p_k - 1 cancels (p_k = 1 / (1 + t) rounds to 1); when the label
+        # holds the row max, p_k - 1 = -t / (1 + t) exactly, which keeps the tiny gradient.
+        label_at_max = (jnp.sum(onehot * s.e_hi, axis=axis, keepdims=True) == 1.0) & ~s.inf_row
+        confident = -s.t_hi / (1.0 + s.t_hi)
+        grad = jnp.where((onehot == 1.0) & label_at_max, confident, grad)
+        d = jnp.sum(grad.astype(dt) * tx.astype(dt), axis=axis)
         return loss, jnp.where(inside, d, 0.0).astype(out_dtype)
 
 
