@@ -10,7 +10,17 @@ export JAX_PLATFORMS := cpu
 export PYTHONHASHSEED := 0
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: all install book test notebooks lab clean
+# System packages the tests need (Debian names): headless Chromium for the browser tests,
+# TeX Live + latexmk + xindy for the PDF, poppler-utils (pdftotext, pdfinfo) to check it.
+SYSTEM_PACKAGES := chromium poppler-utils latexmk xindy texlive-latex-recommended \
+    texlive-latex-extra texlive-fonts-recommended texlive-xetex fonts-freefont-otf
+# The browser the tests drive (tests/test_browser.py reads CHROMIUM too).
+export CHROMIUM ?= /usr/bin/chromium
+# One command (or file) per package above, to tell whether it is installed.
+SYSTEM_CHECKS := $(CHROMIUM) pdftotext pdfinfo latexmk xindy xelatex \
+    /usr/share/fonts/opentype/freefont/FreeSerif.otf
+
+.PHONY: all install sysdeps book pdf test bench notebooks lab clean
 
 all: book
 
@@ -23,20 +33,51 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
+# Installs the system packages when they are missing and it can (root with apt-get, as in
+# CI); otherwise fails and says how to install them.
+sysdeps:
+	@missing=""; for c in $(SYSTEM_CHECKS); do \
+	    if [[ $$c == /* ]]; then [ -e "$$c" ] || missing="$$missing $$c"; \
+	    else command -v "$$c" >/dev/null 2>&1 || missing="$$missing $$c"; fi; done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "Installing system packages (missing:$$missing)"; \
+	        export DEBIAN_FRONTEND=noninteractive; \
+	        apt-get update -qq && apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null \
+	        || { echo "error: apt-get install $(SYSTEM_PACKAGES) failed" >&2; exit 1; }; \
+	    else \
+	        echo "error: missing system packages (not found:$$missing)." >&2; \
+	        echo "Install them with:  sudo apt-get install $(SYSTEM_PACKAGES)" >&2; \
+	        echo "(the browser tests need /usr/bin/chromium; the PDF needs TeX Live)" >&2; \
+	        exit 1; \
+	    fi; \
+	fi
+
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "The site is at $(CURDIR)/_build/html/index.html"
 
-test: $(STAMP)
-	$(BIN)/python -m pytest tests
+# The whole book as one PDF (XeLaTeX via latexmk), for course handouts.
+pdf: $(STAMP) sysdeps
+	$(BIN)/jupyter-book build . --builder pdflatex -W -n --keep-going
+	@echo "The PDF is at $(CURDIR)/_build/latex/why-softmax.pdf"
+
+# tests/ includes the site build, the browser tests (every page in headless Chromium), the
+# link check, the citation metadata, the PDF, and the downloadable notebooks run top to bottom.
+test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest --nbval --nbval-current-env \
-	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider book
+	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider tests book
+
+# Speed and memory benchmark (prints a table, writes benchmarks/results.json); not part of test.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
 
 notebooks: $(STAMP)
 	$(BIN)/python tests/execute_notebooks.py book
 
+# As root (containers, these machines), Jupyter refuses to start without --allow-root.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=book
+	$(BIN)/jupyter lab --notebook-dir=book $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf _build

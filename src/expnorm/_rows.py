@@ -25,6 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._wide import WIDE as WIDE_DTYPE
 from ._wide import (const, dd_normalize, dd_sum, exp_dd, exp_dd_accurate, log1p_dd,
                     log1p_dd_accurate, opaque, two_sum)
 
@@ -117,3 +118,67 @@ def masked_tangent(t: jax.Array, kept: jax.Array | None) -> jax.Array:
     if kept is None:
         return t
     return jnp.where(kept, t, jnp.zeros_like(t))
+
+
+# --------------------------------------------------------------------------------------------
+# Fast path for float16, bfloat16 and float32 results.
+#
+# Plain float64 arithmetic is some 1e-16 relative, far below half an ulp of a float32 result,
+# so these inputs need none of the double-double corrections above. (x - m is exact in float64
+# for float32 x and m unless their exponents differ by more than 29, and then its rounding is
+# 1e-16 relative.) The one exception, logsumexp near cancellation, is handled in logsumexp.py.
+
+
+class FastStats(NamedTuple):
+    xw: jax.Array  # x in float64, -inf where masked
+    m: jax.Array  # row max (keepdims, float64; NaN on a NaN row)
+    e: jax.Array  # exp(x - m); on an inf_row 1 at +inf entries and 0 elsewhere
+    empty_row: jax.Array
+    inf_row: jax.Array
+    nan_row: jax.Array
+
+
+def fast_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None) -> FastStats:
+    """Max (in the input dtype: exact) and float64 shifted exponentials, no dd corrections."""
+    xk = x if kept is None else jnp.where(kept, x, jnp.array(-jnp.inf, x.dtype))
+    m_in = jnp.max(xk, axis=axes, keepdims=True, initial=-jnp.inf)  # NaN propagates
+    m = m_in.astype(WIDE_DTYPE)
+    xw = xk.astype(WIDE_DTYPE)
+    nan_row = jnp.isnan(m)
+    empty_row = m == -jnp.inf
+    inf_row = m == jnp.inf
+    m0 = jnp.where(jnp.isfinite(m), m, 0.0)
+    e = jnp.exp(xw - m0)
+    e = jnp.where(inf_row, jnp.where(xw == jnp.inf, 1.0, 0.0), e)
+    return FastStats(xw, m, e, empty_row, inf_row, nan_row)
+
+
+def fast_t(s: FastStats, axes: tuple[int, ...]) -> jax.Array:
+    """Sum of ``e`` less one copy of the max (keepdims), so that ``log1p(t)`` is accurate."""
+    at_max = s.xw == s.m
+    t = jnp.sum(jnp.where(at_max, 0.0, s.e), axis=axes, keepdims=True)
+    ties = jnp.sum(at_max, axis=axes, keepdims=True).astype(t.dtype) - 1.0
+    return t + jnp.maximum(ties, 0.0)
+
+
+def fast_softmax(s: FastStats, axes: tuple[int, ...]) -> jax.Array:
+    """``e / sum(e)`` in float64 (the max's own 1 included: nothing cancels)."""
+    den = jnp.sum(s.e, axis=axes, keepdims=True)
+    p = s.e / jnp.where(den > 0, den, 1.0)
+    return jnp.where(s.nan_row, jnp.nan, p)
+
+
+def fast_log_softmax(s: FastStats, axes: tuple[int, ...]) -> jax.Array:
+    """``(x - m) - log1p(t)`` in float64, with the special rows of :func:`row_log_softmax`."""
+    l = jnp.log1p(fast_t(s, axes))
+    fin = jnp.isfinite(s.m)
+    ls = (s.xw - jnp.where(fin, s.m, 0.0)) - l
+    ls = jnp.where(s.inf_row, jnp.where(s.xw == jnp.inf, -l, -jnp.inf), ls)
+    ls = jnp.where(s.empty_row | (s.xw == -jnp.inf), -jnp.inf, ls)
+    return jnp.where(s.nan_row, jnp.nan, ls)
+
+
+def fast_logsumexp(s: FastStats, axes: tuple[int, ...]) -> jax.Array:
+    """``m + log1p(t)`` in float64 (keepdims); may lose digits when it cancels (m < 0)."""
+    lse = s.m + jnp.log1p(fast_t(s, axes))
+    return jnp.where(jnp.isfinite(s.m), lse, s.m)

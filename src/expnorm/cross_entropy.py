@@ -106,12 +106,11 @@ def _ce_labels_jvp(axis, out_dtype, primals, tangents):
         k = x.shape[axis]
         inside = (labels >= 0) & (labels < k)
         onehot = jnp.moveaxis(jax.nn.one_hot(labels, k, dtype=WIDE), -1, axis)
-        grad = row_softmax(s) - onehot
-        # At a confident label p_k - 1 cancels (p_k = 1 / (1 + t) rounds to 1); when the label
-        # holds the row max, p_k - 1 = -t / (1 + t) exactly, which keeps the tiny gradient.
-        label_at_max = (jnp.sum(onehot * s.e_hi, axis=axis, keepdims=True) == 1.0) & ~s.inf_row
-        confident = -s.t_hi / (1.0 + s.t_hi)
-        grad = jnp.where((onehot == 1.0) & label_at_max, confident, grad)
+        p = row_softmax(s)
+        # At a confident label p_k - 1 cancels (p_k rounds to 1); -(sum of the other
+        # probabilities) is the same number without cancellation, so tiny gradients survive.
+        others = -jnp.sum(jnp.where(onehot == 1.0, 0.0, p), axis=axis, keepdims=True)
+        grad = jnp.where(onehot == 1.0, others, p)
         d = jnp.sum(grad.astype(dt) * tx.astype(dt), axis=axis)
         return loss, jnp.where(inside, d, 0.0).astype(out_dtype)
 

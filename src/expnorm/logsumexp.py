@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import Axis, as_float_array, broadcast_mask, canonical_axes, check_temperature
-from ._rows import masked_tangent, row_logsumexp, row_softmax, row_stats
+from ._rows import (fast_logsumexp, fast_stats, masked_tangent, row_logsumexp, row_softmax,
+                    row_stats)
 from ._wide import WIDE, dd_sum, log_dd_accurate, tangent_dtype, two_prod, two_sum, wide_context
 
 
@@ -19,8 +20,29 @@ def _squeeze(y, axes, keepdims):
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _lse(x, kept, axes, out_dtype):
     with wide_context():
+        if jnp.dtype(out_dtype) != jnp.float64:
+            return _lse_fast(x, kept, axes, out_dtype)
         # accurate=True: m + log1p(t) cancels when m < 0 (see _wide.exp_dd_accurate)
         return row_logsumexp(row_stats(x.astype(WIDE), axes, kept, accurate=True)).astype(out_dtype)
+
+
+# The float64 error of m + log1p(t) is about 2**-52 (|m| + 1) absolute. Rows whose result is
+# below 2**-20 (|m| + 1) could lose a float32 ulp to it (the cancellation of m < 0 with
+# log1p(t)): only for those rows is the accurate (dd) computation needed.
+_CANCEL = 2.0 ** -20
+
+
+def _lse_fast(x, kept, axes, out_dtype):
+    s = fast_stats(x, axes, kept)
+    lse = fast_logsumexp(s, axes)
+    need = jnp.isfinite(lse) & (jnp.abs(lse) < _CANCEL * (jnp.abs(s.m) + 1.0))
+
+    def accurate():
+        acc = row_logsumexp(row_stats(x.astype(WIDE), axes, kept, accurate=True))
+        return jnp.where(need, acc, lse)
+
+    lse = jax.lax.cond(jnp.any(need), accurate, lambda: lse)
+    return lse.astype(out_dtype)
 
 
 @_lse.defjvp

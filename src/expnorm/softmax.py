@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import Axis, as_float_array, broadcast_mask, canonical_axes, check_temperature
-from ._rows import masked_tangent, row_log_softmax, row_softmax, row_stats
+from ._rows import (fast_log_softmax, fast_softmax, fast_stats, masked_tangent, row_log_softmax,
+                    row_softmax, row_stats)
 from ._wide import WIDE, tangent_dtype, wide_context
 
 
@@ -28,6 +29,9 @@ def _prepare(x, axis, where, temperature):
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _softmax(x, kept, axes, out_dtype):
     with wide_context():
+        if jnp.dtype(out_dtype) != jnp.float64:
+            # float16/bfloat16/float32 results: plain float64 is accurate enough (_rows.fast_stats)
+            return fast_softmax(fast_stats(x, axes, kept), axes).astype(out_dtype)
         p = row_softmax(row_stats(x.astype(WIDE), axes, kept))
         return p.astype(out_dtype)
 
@@ -48,6 +52,8 @@ def _softmax_jvp(axes, out_dtype, primals, tangents):
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _log_softmax(x, kept, axes, out_dtype):
     with wide_context():
+        if jnp.dtype(out_dtype) != jnp.float64:
+            return fast_log_softmax(fast_stats(x, axes, kept), axes).astype(out_dtype)
         return row_log_softmax(row_stats(x.astype(WIDE), axes, kept)).astype(out_dtype)
 
 
@@ -60,7 +66,7 @@ def _log_softmax_jvp(axes, out_dtype, primals, tangents):
     with wide_context():
         dt = tangent_dtype(out_dtype)
         pt, tt = p.astype(dt), masked_tangent(tx.astype(dt), kept)
-        tt = jnp.where((pt > 0) | jnp.isnan(pt), tt, 0.0)
+        # no mask on p here: an entry whose probability underflows still has d ls_i = dx_i - <p, dx>
         dls = tt - jnp.sum(pt * tt, axis=axes, keepdims=True)
         dls = jnp.where(jnp.isfinite(ls), dls, 0.0)  # -inf outputs are constant
         return ls, dls.astype(out_dtype)
@@ -80,7 +86,7 @@ def softmax(x, axis: Axis = -1, where=None, *, temperature=None) -> jax.Array:
 
     A drop-in for :func:`jax.nn.softmax`. Computed as ``exp(x - m) / (1 + t)`` with
     ``m = max(x)`` and ``t`` the sum of the other shifted exponentials, in float64 (with
-    double-double corrections for float64 inputs), then rounded once to ``x.dtype``.
+    double-double corrections for float64 results only), then rounded once to ``x.dtype``.
 
     Args:
       x: real array. Integer and boolean arrays are converted to JAX's default float dtype.

@@ -1,0 +1,62 @@
+"""One linear cross-entropy forward+backward measurement, in its own process.
+
+Usage: python benchmarks/ce_memory.py VARIANT N D V [REPS]
+VARIANT: naive | chunked (reduction="none", recompute) | fused (reduction="mean", Liger-style).
+Prints one JSON line: peak resident memory (VmHWM) and the times of REPS calls (default 1) after compiling.
+Run by benchmarks/bench.py, one process per variant and never two at once.
+"""
+
+import json
+import sys
+import time
+
+
+def vmhwm_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def main():
+    variant, n, d, v = sys.argv[1], *map(int, sys.argv[2:5])
+    reps = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+    import jax
+    import jax.numpy as jnp
+
+    import expnorm
+
+    kx, kw, kl = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (n, d), jnp.float32)
+    w = jax.random.normal(kw, (v, d), jnp.float32) / jnp.sqrt(jnp.float32(d))
+    labels = jax.random.randint(kl, (n,), 0, v)
+    base = vmhwm_bytes()
+
+    if variant == "naive":
+        def loss(x, w):
+            return jnp.mean(expnorm.naive_linear_cross_entropy(x, w, labels))
+    elif variant == "chunked":
+        def loss(x, w):
+            return jnp.mean(expnorm.linear_cross_entropy(x, w, labels, reduction="none"))
+    elif variant == "fused":
+        def loss(x, w):
+            return expnorm.linear_cross_entropy(x, w, labels, reduction="mean")
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+
+    f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(x, w).compile()
+    times, value = [], None
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        value, (gx, gw) = f(x, w)
+        jax.block_until_ready((value, gx, gw))
+        times.append(time.perf_counter() - t0)
+        del gx, gw
+    print(json.dumps({"variant": variant, "n": n, "d": d, "v": v, "loss": float(value),
+                      "peak_rss_bytes": vmhwm_bytes(), "baseline_rss_bytes": base,
+                      "times_s": times}))
+
+
+if __name__ == "__main__":
+    main()

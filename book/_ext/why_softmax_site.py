@@ -1,0 +1,257 @@
+"""Local Sphinx extension for the "Why Softmax?" site.
+
+- Offline math: MathJax 3.2.2 (bundled by the pinned PyPI package ``sphinx-mathjax-offline``)
+  is copied into the built site at ``build-finished`` and ``mathjax_path`` points at that copy,
+  so no page loads anything from a CDN. (Jupyter Book 1 adds a ``<script>`` tag for every .js
+  under ``_static``, so MathJax is deliberately *not* placed in ``html_static_path``.)
+- One version: ``release``/``version`` come from ``pyproject.toml`` ``[project] version`` (the
+  single source of truth, also checked against CITATION.cff and CHANGELOG.md by the tests) and
+  are shown in every page's footer.
+- Citing: every chapter (every page whose source is a notebook) ends with a "Cite this
+  chapter" box holding a BibTeX entry with the chapter title, the book, the version and the
+  chapter's stable URL (``html_baseurl`` + docname + ".html"). The ``book-bibtex`` directive
+  renders the entry for the whole book.
+- Accessibility and offline fixes in ``why_softmax_site.css`` (added to every page).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tomllib
+from datetime import date
+from importlib import metadata
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+
+logger = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+MATHJAX_ENTRY = "mathjax/tex-mml-chtml.js"  # relative to _static
+
+
+def mathjax_source() -> Path:
+    """The MathJax 3.2.2 es5 tree shipped by the pinned ``sphinx-mathjax-offline`` wheel."""
+    dist = metadata.distribution("sphinx-mathjax-offline")
+    for f in dist.files or []:
+        if f.as_posix().endswith("static/mathjax/tex-mml-chtml.js"):
+            return Path(dist.locate_file(f)).parent
+    raise RuntimeError("sphinx-mathjax-offline does not ship static/mathjax/tex-mml-chtml.js")
+
+
+def book_version() -> str:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    return data["project"]["version"]
+
+
+def base_url(config) -> str:
+    url = config.html_baseurl or ""
+    return url if url.endswith("/") else url + "/"
+
+
+def bibtex_escape(text: str) -> str:
+    text = " ".join(text.split())
+    return re.sub(r"([{}&%#_$])", r"\\\1", text)
+
+
+def bibtex_key(name: str) -> str:
+    return "whysoftmax-" + re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+
+
+def book_year(config) -> str:
+    """The first year in ``copyright`` (fixed in _config.yml, so builds are reproducible)."""
+    m = re.search(r"\d{4}", config.copyright or "")
+    return m.group(0) if m else str(date.today().year)
+
+
+def title_bibtex(title: nodes.Node) -> str:
+    """A section title as BibTeX: text escaped, inline math kept as $...$."""
+    parts = []
+    for node in title.children:
+        if isinstance(node, nodes.math):
+            parts.append(f"${node.astext()}$")
+        else:
+            parts.append(bibtex_escape(node.astext()))
+    return " ".join("".join(parts).split())
+
+
+def book_bibtex(config) -> str:
+    v = config.release
+    year = book_year(config)
+    return (
+        "@book{whysoftmax,\n"
+        f"  title     = {{{bibtex_escape(config.project)}}},\n"
+        f"  author    = {{{{{bibtex_escape(config.author)}}}}},\n"
+        f"  year      = {{{year}}},\n"
+        f"  edition   = {{Version {v}}},\n"
+        f"  version   = {{{v}}},\n"
+        f"  url       = {{{base_url(config)}}}\n"
+        "}"
+    )
+
+
+def chapter_bibtex(config, docname: str, title: str) -> str:
+    """``title`` is already BibTeX (see ``title_bibtex``)."""
+    v = config.release
+    year = book_year(config)
+    url = f"{base_url(config)}{docname}.html"
+    return (
+        f"@incollection{{{bibtex_key(docname.rsplit('/', 1)[-1])},\n"
+        f"  title     = {{{title}}},\n"
+        f"  booktitle = {{{bibtex_escape(config.project)}}},\n"
+        f"  author    = {{{{{bibtex_escape(config.author)}}}}},\n"
+        f"  year      = {{{year}}},\n"
+        f"  edition   = {{Version {v}}},\n"
+        f"  version   = {{{v}}},\n"
+        f"  url       = {{{url}}}\n"
+        "}"
+    )
+
+
+class BookBibtex(SphinxDirective):
+    """``{book-bibtex}``: the BibTeX entry for the whole book, with the current version."""
+
+    has_content = False
+
+    def run(self):
+        text = book_bibtex(self.config)
+        block = nodes.literal_block(text, text, language="bibtex")
+        return [block]
+
+
+def on_config_inited(app: Sphinx, config) -> None:
+    v = book_version()
+    config.release = v
+    config.version = v
+    config.mathjax_path = MATHJAX_ENTRY
+    if not config.project or config.project == "Python":
+        config.project = config.html_title or "Why Softmax?"
+    if not getattr(config, "ogp_site_url", None):
+        config.ogp_site_url = base_url(config)
+    opts = dict(config.html_theme_options or {})
+    # repository.path_to_book "." (the book is the repository root) would put "./" into the
+    # Binder and Colab URLs; sphinx-book-theme wants "" for the root.
+    if opts.get("path_to_docs", "").strip("/") == ".":
+        opts["path_to_docs"] = ""
+    footer = opts.get("extra_footer", "")
+    opts["extra_footer"] = (
+        f'{footer}<p class="why-softmax-version">{config.project} version {v}</p>'
+    )
+    config.html_theme_options = opts
+
+
+def on_builder_inited(app: Sphinx) -> None:
+    if app.builder.format == "html":
+        app.config.html_static_path.append(str(HERE / "static"))
+        app.add_css_file("why_softmax_site.css")
+
+
+def is_chapter(app: Sphinx, docname: str) -> bool:
+    return str(app.env.doc2path(docname)).endswith(".ipynb")
+
+
+def latex_exercise_labels(app: Sphinx, doctree: nodes.document) -> None:
+    """Give sphinx-exercise's exercises the LaTeX labels that {numref} points to.
+
+    sphinx-exercise labels an exercise ``exercise:<label>`` in LaTeX, but a numbered reference
+    from another page is written by Sphinx as ``\\ref{<docname>:<label>}``: without this, the
+    PDF has undefined references. The label carries the exercise's number (as on the site).
+    """
+    try:
+        from sphinx_exercise.nodes import exercise_enumerable_node
+    except ImportError:  # pragma: no cover
+        return
+    registry = getattr(app.env, "sphinx_exercise_registry", {})
+    for node in list(doctree.findall(exercise_enumerable_node)):
+        label = node.get("label")
+        docname = registry.get(label, {}).get("docname")
+        if not docname or node.parent is None:
+            continue
+        ids = list(dict.fromkeys([*node.get("ids", []), label]))
+        numbers = app.env.toc_fignumbers.get(docname, {}).get("exercise", {})
+        number = next((".".join(map(str, numbers[i])) for i in ids if i in numbers), None)
+        tex = "\\phantomsection"
+        if number:
+            tex += f"\\expandafter\\def\\csname @currentlabel\\endcsname{{{number}}}"
+        tex += "".join(f"\\label{{\\detokenize{{{docname}:{i}}}}}" for i in ids)
+        node.parent.insert(node.parent.index(node), nodes.raw("", tex + "%\n", format="latex"))
+
+
+def on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    if app.builder.format == "latex":
+        latex_exercise_labels(app, doctree)
+        return
+    if app.builder.format != "html" or not is_chapter(app, docname):
+        return
+    node = app.env.titles.get(docname)
+    title = node.astext() if node is not None else docname
+    text = chapter_bibtex(app.config, docname, title_bibtex(node) if node is not None else title)
+    box = nodes.admonition(classes=["cite-box", "tip"])
+    box += nodes.title("", "Cite this chapter")
+    url = f"{base_url(app.config)}{docname}.html"
+    para = nodes.paragraph()
+    para += nodes.Text("“")
+    if node is not None:
+        para.extend(child.deepcopy() for child in node.children)
+    else:
+        para += nodes.Text(title)
+    para += nodes.Text(f"”, in {app.config.project}, version {app.config.release}. ")
+    para += nodes.reference(url, url, refuri=url)
+    box += para
+    box += nodes.literal_block(text, text, language="bibtex")
+    sections = list(doctree.findall(nodes.section))
+    (sections[0] if sections else doctree).append(box)
+
+
+def on_html_page_context(app: Sphinx, pagename, templatename, context, doctree) -> None:
+    """Fix the page's ARIA roles (below) and drop repeated <script> entries.
+
+    sphinx-thebe adds its configuration script at every ``env-before-read-docs``, which Jupyter
+    Book emits twice: the second ``const THEBE_JS_URL`` is a console error on every page.
+    """
+    # docutils marks bibliography entries role="doc-biblioentry" inside a role="list";
+    # DPUB-ARIA 1.1 deprecates that role and axe-core 4.12 treats it as generic, so the list
+    # has no list items (a critical aria-required-children violation). Use plain list items.
+    body = context.get("body")
+    if isinstance(body, str) and 'role="doc-biblioentry"' in body:
+        context["body"] = body.replace('role="doc-biblioentry"', 'role="listitem"')
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for js in scripts:
+        attrs = getattr(js, "attributes", {}) or {}
+        key = (str(getattr(js, "filename", js) or ""),  # None and "" both mean inline
+               tuple(sorted((k, str(v)) for k, v in attrs.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    context["script_files"] = unique
+
+
+def on_build_finished(app: Sphinx, exc) -> None:
+    if exc is not None or app.builder.format != "html":
+        return
+    dest = Path(app.outdir) / "_static" / "mathjax"
+    src = mathjax_source()
+    shutil.copytree(src, dest, dirs_exist_ok=True)
+    if not (dest / "tex-mml-chtml.js").exists():
+        logger.warning("MathJax was not copied into the site")
+
+
+def setup(app: Sphinx):
+    app.add_directive("book-bibtex", BookBibtex)
+    # MathJax on every page, not only on pages with equations: the navigation sidebar shows
+    # chapter titles with math (e.g. "Why $e^x$?") on every page.
+    app.set_html_assets_policy("always")
+    app.connect("config-inited", on_config_inited, priority=900)
+    app.connect("builder-inited", on_builder_inited)
+    app.connect("doctree-resolved", on_doctree_resolved)
+    app.connect("html-page-context", on_html_page_context, priority=990)  # after the theme
+    app.connect("build-finished", on_build_finished)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,173 @@
+"""Every page of the built site in real headless Chromium (Debian's /usr/bin/chromium).
+
+For each page of the table of contents (plus the index, search and general-index pages), in
+light and in dark mode: no console error or uncaught exception; math typeset by the site's own
+MathJax (output elements present, no raw TeX delimiters left in the visible text); every
+image loaded; no request to any host but the local server; an axe-core accessibility check
+with no serious or critical violation. A screenshot of each page goes to
+_build/test-artifacts/. A missing browser fails these tests: it never skips them.
+"""
+
+import functools
+import http.server
+import os
+import re
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from conftest import ARTIFACTS, toc_files
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+INSTALL_HINT = ("headless Chromium is required: `sudo apt-get install chromium` (Debian), "
+                "or set CHROMIUM=/path/to/chromium; `make test` installs it when run as root")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-default-apps", "--disable-extensions", "--mute-audio"]
+BLOCKING = {"serious", "critical"}
+PAGES = toc_files() + ["index", "search", "genindex"]
+MODES = ["light", "dark"]
+
+
+def axe_source() -> str:
+    import axe_playwright_python
+    return (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text(encoding="utf-8")
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(built_site):
+    handler = functools.partial(QuietHandler, directory=str(built_site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"no browser at {CHROMIUM}: {INSTALL_HINT}", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright gives each launch a fresh, empty profile of its own.
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        assert b.version, "Chromium did not start"
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def axe_js():
+    return axe_source()
+
+
+def visible_text_js() -> str:
+    # Text a reader sees, outside code, typeset math and scripts.
+    return """() => {
+        const clone = document.body.cloneNode(true);
+        clone.querySelectorAll('pre, code, script, style, mjx-container, mjx-assistive-mml, '
+            + 'textarea, .highlight, .cite-box pre').forEach(e => e.remove());
+        return clone.textContent;
+    }"""
+
+
+def open_page(browser, server, doc, mode):
+    context = browser.new_context(color_scheme=mode, viewport={"width": 1280, "height": 900})
+    # pydata-sphinx-theme keeps the reader's choice in localStorage ("mode"); start from it.
+    context.add_init_script(f"try {{ localStorage.setItem('mode', '{mode}'); "
+                            f"localStorage.setItem('theme', '{mode}'); }} catch (e) {{}}")
+    page = context.new_page()
+    record = {"console": [], "foreign": []}
+    page.on("console", lambda m: m.type == "error" and record["console"].append(m.text))
+    page.on("pageerror", lambda e: record["console"].append(f"uncaught: {e}"))
+
+    def route(r):
+        host = urlsplit(r.request.url).hostname
+        if r.request.url.startswith(("data:", "blob:", "about:")) or host == "127.0.0.1":
+            r.continue_()
+        else:
+            record["foreign"].append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("request", lambda req: (urlsplit(req.url).hostname not in (None, "127.0.0.1")
+                                    and not req.url.startswith(("data:", "blob:"))
+                                    and record["foreign"].append(req.url)))
+    page.goto(server + f"{doc}.html", wait_until="load")
+    page.wait_for_load_state("networkidle")
+    return context, page, record
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("doc", PAGES)
+def test_page_in_browser(browser, server, axe_js, doc, mode):
+    context, page, record = open_page(browser, server, doc, mode)
+    try:
+        # Wait for MathJax (if the page has it) to finish typesetting.
+        page.evaluate("""async () => {
+            if (window.MathJax && MathJax.startup && MathJax.startup.promise)
+                await MathJax.startup.promise;
+        }""")
+        # Images that are lazy-loaded get scrolled into view first.
+        page.evaluate("""async () => {
+            for (const img of document.images) { img.scrollIntoView(); }
+            await Promise.all([...document.images].map(img => img.complete ? null :
+                new Promise(r => { img.onload = img.onerror = r; setTimeout(r, 5000); })));
+            window.scrollTo(0, 0);
+        }""")
+        page.wait_for_load_state("networkidle")
+
+        theme = page.evaluate("document.documentElement.dataset.theme")
+        assert theme == mode, f"{doc}: data-theme is {theme!r}, wanted {mode!r}"
+
+        assert not record["console"], f"{doc} ({mode}): console errors: {record['console']}"
+        assert not record["foreign"], f"{doc} ({mode}): requests off the site: {record['foreign']}"
+
+        broken = page.evaluate("""() => [...document.images]
+            .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.currentSrc || i.src)""")
+        assert not broken, f"{doc} ({mode}): images not loaded: {broken}"
+
+        math = page.evaluate("""() => ({
+            sphinx: document.querySelectorAll('span.math, div.math').length,
+            typeset: document.querySelectorAll('mjx-container').length,
+            raw: [...document.querySelectorAll('span.math, div.math')]
+                    .filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 80)),
+            mathjax: !!window.MathJax && window.MathJax.version || null,
+        })""")
+        if math["sphinx"]:
+            assert math["mathjax"] and math["mathjax"].startswith("3."), f"{doc}: MathJax missing"
+            assert math["typeset"] >= math["sphinx"], f"{doc}: math not typeset: {math}"
+            assert not math["raw"], f"{doc}: untypeset math: {math['raw'][:5]}"
+        text = page.evaluate(visible_text_js())
+        leftover = re.findall(r".{0,30}(?:\\\(|\\\)|\\\[|\\\]|\$\$).{0,30}", text)
+        assert not leftover, f"{doc} ({mode}): raw TeX in the visible text: {leftover[:5]}"
+
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        name = doc.replace("/", "__")
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{mode}.png"), full_page=True)
+
+        page.evaluate(axe_js)
+        result = page.evaluate("""async () => await axe.run(document, {
+            resultTypes: ['violations'],
+        })""")
+        bad = [v for v in result["violations"] if v.get("impact") in BLOCKING]
+        report = "\n".join(
+            f"  [{v['impact']}] {v['id']}: {v['help']}\n" + "\n".join(
+                f"      {n['target']} {n.get('failureSummary', '')[:200]!r}" for n in v["nodes"][:8])
+            for v in bad)
+        (ARTIFACTS / f"{name}-{mode}-axe.txt").write_text(
+            "\n".join(f"[{v.get('impact')}] {v['id']}: {len(v['nodes'])} node(s)"
+                      for v in result["violations"]) + "\n")
+        assert not bad, f"{doc} ({mode}): accessibility violations:\n{report}"
+    finally:
+        context.close()

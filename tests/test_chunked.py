@@ -1,0 +1,119 @@
+"""Chunked linear cross-entropy: same losses and gradients as the naive (N, V)-logits version."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import expnorm
+
+N, D, V = 40, 16, 203  # V not a multiple of the chunk: the remainder chunk is exercised
+
+
+def _data(seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(N, D)) * scale).astype(np.float32)
+    w = rng.normal(size=(V, D)).astype(np.float32)
+    labels = rng.integers(0, V, N).astype(np.int32)
+    return jnp.asarray(x), jnp.asarray(w), jnp.asarray(labels)
+
+
+def _reference_losses(x, w, labels):
+    """float64 NumPy: logsumexp(x w^T) - x w_label."""
+    z = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
+    m = z.max(-1)
+    lse = m + np.log(np.exp(z - m[:, None]).sum(-1))
+    return lse - z[np.arange(len(labels)), np.asarray(labels)]
+
+
+@pytest.mark.parametrize("chunk", [16, 64, 203, 1000])
+def test_losses_match(chunk):
+    x, w, labels = _data()
+    got = np.asarray(expnorm.linear_cross_entropy(x, w, labels, chunk_size=chunk))
+    # same logits, accurate cross-entropy: agree to float32 rounding of the matmul
+    same_logits = np.asarray(expnorm.softmax_cross_entropy_with_integer_labels(x @ w.T, labels))
+    np.testing.assert_allclose(got, same_logits, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(got, _reference_losses(x, w, labels), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_reductions(reduction):
+    x, w, labels = _data(1)
+    got = float(expnorm.linear_cross_entropy(x, w, labels, reduction=reduction, row_chunk_size=16))
+    ref = _reference_losses(x, w, labels)
+    want = ref.sum() if reduction == "sum" else ref.mean()
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def _naive_grads(x, w, labels, weights):
+    f = lambda x, w: jnp.sum(weights * expnorm.naive_linear_cross_entropy(x, w, labels))  # noqa: E731
+    return jax.grad(f, argnums=(0, 1))(x, w)
+
+
+def test_gradients_per_example():
+    x, w, labels = _data(2)
+    weights = jnp.asarray(np.random.default_rng(3).random(N).astype(np.float32))  # any cotangent
+    f = lambda x, w: jnp.sum(weights * expnorm.linear_cross_entropy(x, w, labels, chunk_size=32))  # noqa: E731
+    gx, gw = jax.jit(jax.grad(f, argnums=(0, 1)))(x, w)
+    rx, rw = _naive_grads(x, w, labels, weights)
+    np.testing.assert_allclose(gx, rx, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gw, rw, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_gradients_fused(reduction):
+    x, w, labels = _data(4)
+    scale = 1.0 if reduction == "sum" else 1.0 / N
+    f = lambda x, w: 3.0 * expnorm.linear_cross_entropy(  # noqa: E731
+        x, w, labels, reduction=reduction, row_chunk_size=16)
+    gx, gw = jax.jit(jax.grad(f, argnums=(0, 1)))(x, w)
+    rx, rw = _naive_grads(x, w, labels, jnp.full((N,), 3.0 * scale, jnp.float32))
+    np.testing.assert_allclose(gx, rx, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(gw, rw, rtol=1e-4, atol=1e-6)
+
+
+def test_large_logits_and_bad_labels():
+    x, w, labels = _data(5, scale=40.0)  # logits of order 1e2-1e3: naive exp would overflow
+    got = np.asarray(expnorm.linear_cross_entropy(x, w, labels, chunk_size=50))
+    np.testing.assert_allclose(got, _reference_losses(x, w, labels), rtol=1e-4, atol=1e-3)
+    bad = labels.at[0].set(V).at[1].set(-1)
+    out = np.asarray(jax.jit(lambda l: expnorm.linear_cross_entropy(x, w, l, chunk_size=50))(bad))
+    assert np.isnan(out[0]) and np.isnan(out[1]) and np.all(np.isfinite(out[2:]))
+    with pytest.raises(ValueError):
+        expnorm.linear_cross_entropy(x, w[:, :3], labels)
+    with pytest.raises(ValueError):
+        expnorm.linear_cross_entropy(x, w, labels, reduction="max")
+
+
+def test_no_logits_matrix_in_memory():
+    """Compiled temporaries of forward+backward stay far below one (N, V) float32 matrix."""
+    n, d, v = 512, 64, 32768
+    xs = jax.ShapeDtypeStruct((n, d), jnp.float32)
+    ws = jax.ShapeDtypeStruct((v, d), jnp.float32)
+    ls = jax.ShapeDtypeStruct((n,), jnp.int32)
+
+    def temp(loss):
+        g = jax.value_and_grad(lambda x, w, l: jnp.mean(loss(x, w, l)), argnums=(0, 1))
+        return jax.jit(g).lower(xs, ws, ls).compile().memory_analysis().temp_size_in_bytes
+
+    chunked = temp(lambda x, w, l: expnorm.linear_cross_entropy(x, w, l, chunk_size=1024))
+    naive = temp(expnorm.naive_linear_cross_entropy)
+    assert naive >= n * v * 4  # the naive version does hold the logits
+    assert chunked < n * v * 4 / 4
+
+
+def test_confident_loss_keeps_its_digits():
+    """A tiny loss (label logit far above the rest) agrees with mpmath to float32 accuracy."""
+    from expnorm import numerics as Nm
+
+    x = jnp.asarray(np.eye(4, 8, dtype=np.float32))
+    w = jnp.asarray(np.diag(np.array([30.0, 25.0, 3.0, 1.0, 0, 0, 0, 0], np.float32))[:, :8])
+    labels = jnp.arange(4, dtype=jnp.int32)
+    z = np.asarray(x) @ np.asarray(w).T  # exact small integers
+    for reduction in ("none",):
+        got = np.asarray(expnorm.linear_cross_entropy(x, w, labels, chunk_size=3))
+        for i in range(4):
+            ref = Nm.ref_cross_entropy_label(z[i].astype(np.float32), i)
+            assert Nm.ulp_error(got[i], ref, np.float32) <= 1.0
