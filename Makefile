@@ -29,6 +29,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m expnorm._native  # compile the float32 CPU kernels now (needs g++)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -231,7 +231,7 @@ def _lce_sum_bwd(row_chunk, res, g):
 _lce_sum.defvjp(_lce_sum_fwd, _lce_sum_bwd)
 
 
-def linear_cross_entropy(x, w, labels, *, reduction: str = "none", chunk_size: int = 8192,
+def linear_cross_entropy(x, w, labels, *, reduction: str = "none", chunk_size: int = 2048,
                          row_chunk_size: int = 256) -> jax.Array:
     r"""Cross-entropy of ``softmax(x @ w.T)`` against integer labels, without the logits matrix.
 

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _native
 from ._checks import Axis, as_float_array, canonical_axes, check_temperature, is_concrete
 from ._rows import (fast_log_softmax, fast_stats, fast_t, row_log_softmax, row_softmax,
                     row_stats)
@@ -81,9 +82,13 @@ def _ce_labels_fast(x, labels, axis, out_dtype):
 
     Both terms are >= 0, so nothing cancels; ``m - x_label`` is exact for float32 inputs.
     """
-    s = fast_stats(x, (axis,), None)
-    l = jnp.squeeze(jnp.log1p(fast_t(s, (axis,))), axis)
-    m = jnp.squeeze(s.m, axis)
+    if jnp.dtype(out_dtype) == jnp.float32 and _native.usable(x, (axis,), None):
+        m, t = _native.row_stats_f32(x)  # the same float64 computation, compiled (kernels.cc)
+        m, l = m.astype(WIDE), jnp.log1p(t)
+    else:
+        s = fast_stats(x, (axis,), None)
+        l = jnp.squeeze(jnp.log1p(fast_t(s, (axis,))), axis)
+        m = jnp.squeeze(s.m, axis)
     k = x.shape[axis]
     inside = (labels >= 0) & (labels < k)
     idx = jnp.expand_dims(jnp.where(inside, labels, 0), axis)

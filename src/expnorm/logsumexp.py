@@ -7,6 +7,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from . import _native
 from ._checks import Axis, as_float_array, broadcast_mask, canonical_axes, check_temperature
 from ._rows import (fast_logsumexp, fast_stats, masked_tangent, row_logsumexp, row_softmax,
                     row_stats)
@@ -33,9 +34,14 @@ _CANCEL = 2.0 ** -20
 
 
 def _lse_fast(x, kept, axes, out_dtype):
-    s = fast_stats(x, axes, kept)
-    lse = fast_logsumexp(s, axes)
-    need = jnp.isfinite(lse) & (jnp.abs(lse) < _CANCEL * (jnp.abs(s.m) + 1.0))
+    if jnp.dtype(out_dtype) == jnp.float32 and _native.usable(x, axes, kept):
+        m, t = _native.row_stats_f32(x)  # the same float64 computation, compiled (kernels.cc)
+        m, t = m[..., None].astype(WIDE), t[..., None]
+        lse = jnp.where(jnp.isfinite(m), m + jnp.log1p(t), m)
+    else:
+        s = fast_stats(x, axes, kept)
+        m, lse = s.m, fast_logsumexp(s, axes)
+    need = jnp.isfinite(lse) & (jnp.abs(lse) < _CANCEL * (jnp.abs(m) + 1.0))
 
     def accurate():
         acc = row_logsumexp(row_stats(x.astype(WIDE), axes, kept, accurate=True))

@@ -7,6 +7,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from . import _native
 from ._checks import Axis, as_float_array, broadcast_mask, canonical_axes, check_temperature
 from ._rows import (fast_log_softmax, fast_softmax, fast_stats, masked_tangent, row_log_softmax,
                     row_softmax, row_stats)
@@ -29,6 +30,8 @@ def _prepare(x, axis, where, temperature):
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _softmax(x, kept, axes, out_dtype):
     with wide_context():
+        if jnp.dtype(out_dtype) == jnp.float32 and _native.usable(x, axes, kept):
+            return _native.softmax_f32(x)  # the same float64 computation, compiled (kernels.cc)
         if jnp.dtype(out_dtype) != jnp.float64:
             # float16/bfloat16/float32 results: plain float64 is accurate enough (_rows.fast_stats)
             return fast_softmax(fast_stats(x, axes, kept), axes).astype(out_dtype)
@@ -52,6 +55,8 @@ def _softmax_jvp(axes, out_dtype, primals, tangents):
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _log_softmax(x, kept, axes, out_dtype):
     with wide_context():
+        if jnp.dtype(out_dtype) == jnp.float32 and _native.usable(x, axes, kept):
+            return _native.log_softmax_f32(x)
         if jnp.dtype(out_dtype) != jnp.float64:
             return fast_log_softmax(fast_stats(x, axes, kept), axes).astype(out_dtype)
         return row_log_softmax(row_stats(x.astype(WIDE), axes, kept)).astype(out_dtype)
