@@ -9,7 +9,8 @@ Parts (all by default; a part left out keeps its previous entry of results.json)
   (64, 262144), (1, 2**24): median time of several calls after warm-up, effective bandwidth
   (bytes that must be read and written, over the time), ratio to jax, and ratio to the
   machine's copy bandwidth measured in the same run (numpy copy of a 512 MiB array).
-* bounds: what limits softmax here: a copy, one read pass (max), sum(exp(x - max)),
+* bounds: what limits softmax here: a copy, one read pass (max), sum(exp(x - max)) in
+  float32 and float64, both logsumexps (one pass with exp, no large output),
   ``x + 1`` into a fresh output, and both softmaxes, each in a subprocess with the default
   allocator and with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``.
 * attention: peak resident memory of plain vs tiled attention for increasing N, one process
@@ -44,6 +45,8 @@ def machine_info():
     import numpy as np
     import optax
 
+    from expnorm import _native
+
     model = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -71,6 +74,7 @@ def machine_info():
         "optax": optax.__version__,
         "date": datetime.date.today().isoformat(),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "expnorm_native_kernels": _native.status(),
     }
 
 
@@ -164,6 +168,10 @@ def bounds_child():
         "sum_exp_shifted_f64": jax.jit(
             lambda x: _wide_sum_exp(x)),
         "x_plus_1_fresh_output": jax.jit(lambda x: x + 1.0),
+        # one read pass plus exp and a sum, no large output: float32 exp (jax) against the
+        # kernel's float64 exp (expnorm)
+        "jax.scipy.special.logsumexp": jax.jit(lambda x: jax.scipy.special.logsumexp(x, axis=-1)),
+        "expnorm.logsumexp": jax.jit(lambda x: expnorm.logsumexp(x, axis=-1)),
         "jax.nn.softmax": jax.jit(jax.nn.softmax),
         "expnorm.softmax": jax.jit(expnorm.softmax),
     }

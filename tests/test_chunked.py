@@ -117,3 +117,27 @@ def test_confident_loss_keeps_its_digits():
         for i in range(4):
             ref = Nm.ref_cross_entropy_label(z[i].astype(np.float32), i)
             assert Nm.ulp_error(got[i], ref, np.float32) <= 1.0
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_gradients_have_the_input_dtype(dtype, reduction):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((6, 4)), dtype)
+    w = jnp.asarray(rng.standard_normal((10, 4)), dtype)
+    labels = jnp.asarray(rng.integers(0, 10, 6), jnp.int32)
+
+    def loss(x, w):
+        out = expnorm.linear_cross_entropy(x, w, labels, reduction=reduction, chunk_size=4,
+                                           row_chunk_size=4)
+        return jnp.sum(out.astype(jnp.float32))
+
+    gx, gw = jax.grad(loss, argnums=(0, 1))(x, w)
+    assert gx.dtype == dtype and gw.dtype == dtype
+    # and they are the same gradients as the naive version's, to the dtype's precision
+    scale = 1.0 / x.shape[0] if reduction == "mean" else 1.0
+    nx, nw = jax.grad(lambda x, w: scale * jnp.sum(expnorm.naive_linear_cross_entropy(
+        x.astype(jnp.float32), w.astype(jnp.float32), labels)), argnums=(0, 1))(x, w)
+    tol = 0.05 if dtype != jnp.float32 else 1e-5
+    np.testing.assert_allclose(np.asarray(gx, np.float32), np.asarray(nx, np.float32), atol=tol, rtol=tol)
+    np.testing.assert_allclose(np.asarray(gw, np.float32), np.asarray(nw, np.float32), atol=tol, rtol=tol)

@@ -12,7 +12,7 @@ normalizer state of :mod:`expnorm.online` together with an unnormalized output a
 
 and divide by ``ell`` once at the end. Only a ``(Nq, block)`` tile of scores exists at any
 time, so memory grows like ``Nq * block``, linearly in the sequence length, not quadratically
-(measured in benchmarks/bench.py with XLA's compiled memory analysis).
+(measured in benchmarks/bench.py as the peak resident memory of one process per size).
 
 This is the algorithm in plain JAX (``lax.scan`` over key blocks), not a fused kernel: XLA
 still writes each tile to memory. It computes in the input dtype (as attention kernels do);

@@ -220,12 +220,13 @@ def _lce_sum(x, w, labels, row_chunk):
 def _lce_sum_fwd(x, w, labels, row_chunk):
     with wide_context():
         total, dx, dw = _fused_rows(x, w, labels, row_chunk, True)
-        return total.astype(x.dtype), (dx, dw)
+        # dx, dw are float32 accumulations; the empty arrays carry the dtypes to return
+        return total.astype(x.dtype), (dx, dw, jnp.zeros((0,), x.dtype), jnp.zeros((0,), w.dtype))
 
 
 def _lce_sum_bwd(row_chunk, res, g):
-    dx, dw = res
-    return (g * dx).astype(dx.dtype), (g * dw).astype(dw.dtype), None
+    dx, dw, x_like, w_like = res
+    return (g * dx).astype(x_like.dtype), (g * dw).astype(w_like.dtype), None
 
 
 _lce_sum.defvjp(_lce_sum_fwd, _lce_sum_bwd)

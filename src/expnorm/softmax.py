@@ -92,6 +92,9 @@ def softmax(x, axis: Axis = -1, where=None, *, temperature=None) -> jax.Array:
     A drop-in for :func:`jax.nn.softmax`. Computed as ``exp(x - m) / (1 + t)`` with
     ``m = max(x)`` and ``t`` the sum of the other shifted exponentials, in float64 (with
     double-double corrections for float64 results only), then rounded once to ``x.dtype``.
+    For float32 rows over the last axis with no mask, on the CPU, the work is done by a
+    compiled kernel (:mod:`expnorm._native`, vectorized and multithreaded) with the same
+    float64 arithmetic; ``expnorm._native.status()`` tells whether it is in use.
 
     Args:
       x: real array. Integer and boolean arrays are converted to JAX's default float dtype.
