@@ -3,10 +3,11 @@
 // Why a kernel: XLA on CPU fuses jax.nn.softmax's float32 exp and sums into one vectorized
 // pass, but a float64 exp inside a row reduction is not vectorized (measured here: 20x slower
 // than float32), and expnorm needs more than float32 precision to stay within 1 ulp. These
-// loops compute exp(x - max) in float64 with a short polynomial that the compiler vectorizes:
-// one pass for the max, one for exp and the sum, one for the output. Rows of up to 65536
-// entries keep their exponentials in cache for the output; longer rows compute them again.
-// Many rows run in parallel; a few long rows are each split over all threads.
+// loops compute exp(x - max) in float64 with a short polynomial that the compiler vectorizes.
+// Many rows run in parallel, one row per thread; a row of up to 65536 entries stays in cache
+// while it is read for the max, summed (its exponentials kept for the output) and written.
+// A few long rows are each split into stretches over all threads: one pass over memory for
+// the statistics (each stretch relative to its own max, then rescaled), one for the output.
 //
 // Rows are the last axis; every leading axis is a batch of rows.
 //
@@ -104,27 +105,46 @@ static int64_t count_equal_serial(const float* x, int64_t n, float m) {
   return c;
 }
 
-// sum of exp(x - m) over the stretch; entries equal to m are skipped when skip_max, and the
-// exponentials are stored in cache when it is not null.
-static double sum_exp_serial(const float* x, int64_t n, double m, bool skip_max, double* cache) {
+// The statistics of one stretch with max m (finite): the sum of exp(x - m) over the entries
+// below m, and the number of entries equal to m, in one loop.
+struct Stretch {
+  float m;
+  bool nan;
+  double others;  // sum of exp(x - m) over x != m (0 unless m is finite)
+  int64_t ties;   // entries equal to m
+};
+
+static Stretch stretch_serial(const float* x, int64_t n) {
+  const RowMax rm = max_serial(x, n);
+  Stretch st{rm.m, rm.nan, 0.0, 0};
+  if (rm.nan) return st;
+  if (!std::isfinite(rm.m)) {
+    st.ties = count_equal_serial(x, n, rm.m);
+    return st;
+  }
+  const double m = rm.m;
   double s = 0.0;
-  const float mf = static_cast<float>(m);
-  if (cache != nullptr) {
+  int64_t ties = 0;
+#pragma omp simd reduction(+ : s, ties)
+  for (int64_t i = 0; i < n; ++i) {
+    const bool at_max = x[i] == rm.m;
+    const double e = exp_nonpositive(static_cast<double>(x[i]) - m);
+    s += at_max ? 0.0 : e;
+    ties += at_max;
+  }
+  st.others = s;
+  st.ties = ties;
+  return st;
+}
+
+// sum of exp(x - m) over the stretch, storing the exponentials in cache.
+static double sum_exp_store_serial(const float* x, int64_t n, double m, double* cache) {
+  double s = 0.0;
 #pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; ++i) {
-      const double e = exp_nonpositive(static_cast<double>(x[i]) - m);
-      cache[i] = e;
-      s += e;
-    }
-  } else if (skip_max) {
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; ++i) {
-      const double e = exp_nonpositive(static_cast<double>(x[i]) - m);
-      s += x[i] == mf ? 0.0 : e;
-    }
-  } else {
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; ++i) s += exp_nonpositive(static_cast<double>(x[i]) - m);
+  for (int64_t i = 0; i < n; ++i) {
+    const double e = exp_nonpositive(static_cast<double>(x[i]) - m);
+    cache[i] = e;
+    s += e;
   }
   return s;
 }
@@ -136,59 +156,84 @@ static void scaled_exp_serial(const float* x, float* y, int64_t n, double m, dou
   }
 }
 
+static void shifted_serial(const float* x, float* y, int64_t n, double m, double l) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>((static_cast<double>(x[i]) - m) - l);
+}
+
 // ---- one row: either on the calling thread, or split into stretches over all threads ----
 
 constexpr int64_t kStretch = 1 << 16;
 
 static int64_t stretches(int64_t n) { return (n + kStretch - 1) / kStretch; }
 
-static RowMax row_max(const float* x, int64_t n, bool parallel) {
-  if (!parallel) return max_serial(x, n);
+static int64_t stretch_len(int64_t n, int64_t c) { return std::min(kStretch, n - c * kStretch); }
+
+// Run body(offset, length) over the stretches of a row, on all threads.
+template <typename Body>
+static void parallel_stretches(int64_t n, Body body) {
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < stretches(n); ++c) body(c * kStretch, stretch_len(n, c));
+}
+
+// The row statistics: max m, NaN flag, and t = sum_{x != m} exp(x - m) + (ties - 1).
+// In parallel, each stretch is summed relative to its own max in the same pass as that max
+// (the online normalizer of Milakov & Gimelshein 2018), and the stretches are then rescaled
+// to the row max: one pass over memory instead of two.
+struct RowStats {
+  float m;
+  bool nan;
+  double t;
+};
+
+static RowStats row_stats(const float* x, int64_t n, bool parallel) {
+  const float qnan = std::numeric_limits<float>::quiet_NaN();
+  if (!parallel) {
+    const Stretch st = stretch_serial(x, n);
+    if (st.nan) return {qnan, true, 0.0};
+    return {st.m, false, st.others + static_cast<double>(st.ties - 1)};
+  }
+  std::vector<Stretch> parts(stretches(n));
+  parallel_stretches(n, [&](int64_t off, int64_t len) {
+    parts[off / kStretch] = stretch_serial(x + off, len);
+  });
   float m = -std::numeric_limits<float>::infinity();
-  int nan = 0;
-#pragma omp parallel for schedule(static) reduction(max : m) reduction(| : nan)
-  for (int64_t c = 0; c < stretches(n); ++c) {
-    const RowMax part = max_serial(x + c * kStretch, std::min(kStretch, n - c * kStretch));
-    m = part.m > m ? part.m : m;
-    nan |= part.nan;
+  bool nan = false;
+  for (const Stretch& st : parts) {
+    nan |= st.nan;
+    m = st.m > m ? st.m : m;
   }
-  return {m, nan != 0};
-}
-
-static int64_t count_equal(const float* x, int64_t n, float m, bool parallel) {
-  if (!parallel) return count_equal_serial(x, n, m);
-  int64_t count = 0;
-#pragma omp parallel for schedule(static) reduction(+ : count)
-  for (int64_t c = 0; c < stretches(n); ++c) {
-    count += count_equal_serial(x + c * kStretch, std::min(kStretch, n - c * kStretch), m);
+  if (nan) return {qnan, true, 0.0};
+  double others = 0.0;
+  int64_t ties = 0;
+  for (const Stretch& st : parts) {
+    if (st.m == m) {
+      others += st.others;
+      ties += st.ties;
+    } else if (std::isfinite(m) && st.m != -std::numeric_limits<float>::infinity()) {
+      // every entry of this stretch is below m: rescale its sum (ties included) to m
+      const double scale = exp_nonpositive(static_cast<double>(st.m) - static_cast<double>(m));
+      others += (st.others + static_cast<double>(st.ties)) * scale;
+    }
   }
-  return count;
-}
-
-static double sum_exp(const float* x, int64_t n, double m, bool skip_max, bool parallel) {
-  if (!parallel) return sum_exp_serial(x, n, m, skip_max, nullptr);
-  double s = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : s)
-  for (int64_t c = 0; c < stretches(n); ++c) {
-    s += sum_exp_serial(x + c * kStretch, std::min(kStretch, n - c * kStretch), m, skip_max,
-                        nullptr);
-  }
-  return s;
+  return {m, false, others + static_cast<double>(ties - 1)};
 }
 
 static void fill(float* y, int64_t n, float v) {
   for (int64_t i = 0; i < n; ++i) y[i] = v;
 }
 
-// Special rows; returns true when the row was one (and y is filled).
-static bool softmax_special(const float* x, float* y, int64_t n, const RowMax& rm, bool parallel) {
+// Special rows (NaN, all -inf, +inf entries); returns true when the row was one (y filled).
+// ties_inf: the number of +inf entries when m = +inf.
+static bool softmax_special(const float* x, float* y, int64_t n, float m, bool nan,
+                            int64_t ties_inf) {
   const float inf = std::numeric_limits<float>::infinity();
-  if (rm.nan) {
+  if (nan) {
     fill(y, n, std::numeric_limits<float>::quiet_NaN());
-  } else if (rm.m == -inf) {  // all -inf: no distribution; zeros, as documented
+  } else if (m == -inf) {  // all -inf: no distribution; zeros, as documented
     fill(y, n, 0.0f);
-  } else if (rm.m == inf) {  // the +inf entries share the mass
-    const float share = 1.0f / static_cast<float>(count_equal(x, n, inf, parallel));
+  } else if (m == inf) {  // the +inf entries share the mass
+    const float share = 1.0f / static_cast<float>(ties_inf);
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] == inf ? share : 0.0f;
   } else {
     return false;
@@ -197,70 +242,62 @@ static bool softmax_special(const float* x, float* y, int64_t n, const RowMax& r
 }
 
 static void softmax_row(const float* x, float* y, int64_t n, bool parallel) {
-  const RowMax rm = row_max(x, n, parallel);
-  if (softmax_special(x, y, n, rm, parallel)) return;
-  const double m = rm.m;
   if (!parallel && n <= kCacheMax) {
     // one exp per entry: keep them (in L2) between the sum and the output
+    const RowMax rm = max_serial(x, n);
+    if (rm.m == std::numeric_limits<float>::infinity() || rm.nan ||
+        rm.m == -std::numeric_limits<float>::infinity()) {
+      const int64_t k = rm.nan ? 0 : count_equal_serial(x, n, rm.m);
+      softmax_special(x, y, n, rm.m, rm.nan, k);
+      return;
+    }
     thread_local std::vector<double> cache;
     if (static_cast<int64_t>(cache.size()) < n) cache.resize(n);
-    const double inv = 1.0 / sum_exp_serial(x, n, m, false, cache.data());
+    const double inv = 1.0 / sum_exp_store_serial(x, n, rm.m, cache.data());
     const double* e = cache.data();
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(e[i] * inv);
     return;
   }
-  const double inv = 1.0 / sum_exp(x, n, m, false, parallel);
+  // long rows: statistics in one pass, then the exponentials again for the output
+  const RowStats rs = row_stats(x, n, parallel);
+  const int64_t ties_inf = static_cast<int64_t>(rs.t) + 1;  // t = ties - 1 on a +inf row
+  if (softmax_special(x, y, n, rs.m, rs.nan, ties_inf)) return;
+  const double m = rs.m;
+  const double inv = 1.0 / (1.0 + rs.t);
   if (!parallel) {
     scaled_exp_serial(x, y, n, m, inv);
     return;
   }
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < stretches(n); ++c) {
-    const int64_t len = std::min(kStretch, n - c * kStretch);
-    scaled_exp_serial(x + c * kStretch, y + c * kStretch, len, m, inv);
-  }
-}
-
-static void row_stats(const float* x, int64_t n, float* m_out, double* t_out, bool parallel) {
-  const RowMax rm = row_max(x, n, parallel);
-  if (rm.nan) {
-    *m_out = std::numeric_limits<float>::quiet_NaN();
-    *t_out = std::numeric_limits<double>::quiet_NaN();
-    return;
-  }
-  *m_out = rm.m;
-  const double ties = static_cast<double>(count_equal(x, n, rm.m, parallel)) - 1.0;
-  if (!std::isfinite(rm.m)) {
-    *t_out = ties;
-    return;
-  }
-  *t_out = sum_exp(x, n, rm.m, true, parallel) + ties;
+  parallel_stretches(n, [&](int64_t off, int64_t len) {
+    scaled_exp_serial(x + off, y + off, len, m, inv);
+  });
 }
 
 // (x - m) - log1p(t) in float64, rounded once; special rows as in expnorm.log_softmax.
 static void log_softmax_row(const float* x, float* y, int64_t n, bool parallel) {
-  float m;
-  double t;
-  row_stats(x, n, &m, &t, parallel);
+  const RowStats rs = row_stats(x, n, parallel);
   const float inf = std::numeric_limits<float>::infinity();
-  if (std::isnan(m)) {
+  if (rs.nan) {
     fill(y, n, std::numeric_limits<float>::quiet_NaN());
     return;
   }
-  if (m == -inf) {  // all -inf: log of probability 0
+  if (rs.m == -inf) {  // all -inf: log of probability 0
     fill(y, n, -inf);
     return;
   }
-  const double l = std::log1p(t);
-  if (m == inf) {  // k entries +inf: each has log(1/k), the others -inf
+  const double l = std::log1p(rs.t);
+  if (rs.m == inf) {  // k entries +inf: each has log(1/k), the others -inf
     const float at_inf = static_cast<float>(-l);
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] == inf ? at_inf : -inf;
     return;
   }
-  const double md = m;
-#pragma omp parallel for simd schedule(static) if (parallel)
-  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>((static_cast<double>(x[i]) - md) - l);
+  const double m = rs.m;
+  if (!parallel) {
+    shifted_serial(x, y, n, m, l);
+    return;
+  }
+  parallel_stretches(n, [&](int64_t off, int64_t len) { shifted_serial(x + off, y + off, len, m, l); });
 }
 
 // Many rows: rows in parallel, each on one thread. A few long rows: each row over all threads.
@@ -311,7 +348,11 @@ ffi::Error RowStatsF32(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> m,
   const float* xp = x.typed_data();
   float* mp = m->typed_data();
   double* tp = t->typed_data();
-  for_rows(rows, n, [&](int64_t r, bool par) { row_stats(xp + r * n, n, mp + r, tp + r, par); });
+  for_rows(rows, n, [&](int64_t r, bool par) {
+    const RowStats rs = row_stats(xp + r * n, n, par);
+    mp[r] = rs.m;
+    tp[r] = rs.nan ? std::numeric_limits<double>::quiet_NaN() : rs.t;
+  });
   return ffi::Error::Success();
 }
 
