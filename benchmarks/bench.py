@@ -6,7 +6,8 @@ Parts (all by default; a part left out keeps its previous entry of results.json)
 
 * speed: expnorm vs jax.nn.softmax, jax.nn.log_softmax, jax.scipy.special.logsumexp and
   optax.softmax_cross_entropy_with_integer_labels on float32 shapes (4096, 32768),
-  (64, 262144), (1, 2**24): median time of several calls after warm-up, effective bandwidth
+  (64, 262144), (1, 2**24): median time of several calls after warm-up (the two
+  implementations timed alternately), effective bandwidth
   (bytes that must be read and written, over the time), ratio to jax, and ratio to the
   machine's copy bandwidth measured in the same run (numpy copy of a 512 MiB array).
 * bounds: what limits softmax here: a copy, one read pass (max), sum(exp(x - max)) in
@@ -91,6 +92,23 @@ def median_time(fn, *args, warmup=2, reps=7):
     return statistics.median(times)
 
 
+def paired_median_times(f1, f2, *args, warmup=2, reps=7):
+    """Median times of two functions timed alternately (f1, f2, f1, f2, ...), so that a
+    change in the machine's state during the run (other load, memory) affects both alike."""
+    import jax
+
+    for _ in range(warmup):
+        jax.block_until_ready(f1(*args))
+        jax.block_until_ready(f2(*args))
+    t1, t2 = [], []
+    for _ in range(reps):
+        for f, ts in ((f1, t1), (f2, t2)):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            ts.append(time.perf_counter() - t0)
+    return statistics.median(t1), statistics.median(t2)
+
+
 def copy_bandwidth(nbytes=512 * 2**20, reps=7):
     """numpy copy into a preallocated array: (read + write bytes) / median time."""
     import numpy as np
@@ -133,8 +151,8 @@ def speed_part():
         reps = 7 if nbytes >= 2**28 else 11
         for name, (ours, theirs, ref_name, full_output) in ops.items():
             moved = nbytes * (2 if full_output else 1)
-            t_ours = median_time(jax.jit(ours), x, labels, reps=reps)
-            t_ref = median_time(jax.jit(theirs), x, labels, reps=reps)
+            t_ours, t_ref = paired_median_times(jax.jit(ours), jax.jit(theirs), x, labels,
+                                                reps=reps)
             rows.append({
                 "op": name, "reference": ref_name, "shape": list(shape), "dtype": "float32",
                 "bytes_moved": moved,
