@@ -121,13 +121,42 @@ struct Stretch {
 constexpr int64_t kBlock = 512;
 constexpr int64_t kGroup = 65536;
 
+// One block: sum of exp(x - m) over the entries below m (mf = m as a float), counting the
+// entries equal to m into *ties. (Plain pointer arguments: captured in a lambda, x made the
+// compiler gather its loads one by one.)
+static double block_others(const float* x, int64_t n, float mf, double m, int64_t* ties) {
+  double s = 0.0;
+  int64_t t = 0;
+#pragma omp simd reduction(+ : s, t)
+  for (int64_t i = 0; i < n; ++i) {
+    const bool at_max = x[i] == mf;
+    const double e = exp_nonpositive(static_cast<double>(x[i]) - m);
+    s += at_max ? 0.0 : e;
+    t += at_max;
+  }
+  *ties += t;
+  return s;
+}
+
+// One block: sum of exp(x - m), storing the exponentials in cache.
+static double block_store(const float* x, int64_t n, double m, double* cache) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) {
+    const double e = exp_nonpositive(static_cast<double>(x[i]) - m);
+    cache[i] = e;
+    s += e;
+  }
+  return s;
+}
+
 template <typename BlockSum>
 static double blocked_sum(int64_t n, BlockSum block_sum) {
   double total = 0.0;
   for (int64_t g = 0; g < n; g += kGroup) {
     const int64_t g_end = std::min(n, g + kGroup);
     double group = 0.0;
-    for (int64_t b = g; b < g_end; b += kBlock) group += block_sum(b, std::min(g_end, b + kBlock));
+    for (int64_t b = g; b < g_end; b += kBlock) group += block_sum(b, std::min(g_end, b + kBlock) - b);
     total += group;
   }
   return total;
@@ -141,20 +170,11 @@ static Stretch stretch_serial(const float* x, int64_t n) {
     st.ties = count_equal_serial(x, n, rm.m);
     return st;
   }
-  const double m = rm.m;
+  const float mf = rm.m;
+  const double m = mf;
   int64_t ties = 0;
-  st.others = blocked_sum(n, [&](int64_t begin, int64_t end) {
-    double s = 0.0;
-    int64_t t = 0;
-#pragma omp simd reduction(+ : s, t)
-    for (int64_t i = begin; i < end; ++i) {
-      const bool at_max = x[i] == rm.m;
-      const double e = exp_nonpositive(static_cast<double>(x[i]) - m);
-      s += at_max ? 0.0 : e;
-      t += at_max;
-    }
-    ties += t;
-    return s;
+  st.others = blocked_sum(n, [=, &ties](int64_t b, int64_t len) {
+    return block_others(x + b, len, mf, m, &ties);
   });
   st.ties = ties;
   return st;
@@ -162,16 +182,7 @@ static Stretch stretch_serial(const float* x, int64_t n) {
 
 // sum of exp(x - m) over the stretch, storing the exponentials in cache.
 static double sum_exp_store_serial(const float* x, int64_t n, double m, double* cache) {
-  return blocked_sum(n, [&](int64_t begin, int64_t end) {
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = begin; i < end; ++i) {
-      const double e = exp_nonpositive(static_cast<double>(x[i]) - m);
-      cache[i] = e;
-      s += e;
-    }
-    return s;
-  });
+  return blocked_sum(n, [=](int64_t b, int64_t len) { return block_store(x + b, len, m, cache + b); });
 }
 
 static void scaled_exp_serial(const float* x, float* y, int64_t n, double m, double inv) {
