@@ -133,6 +133,31 @@ def test_long_row_against_mpmath():
             assert N.ulp_error(float(got_sm[1, i]), mpmath.exp(ls), np.float32) <= 0.5001
 
 
+@pytest.mark.parametrize("n", [700, 5000, 100_003, 2**18 + 5])
+@pytest.mark.parametrize("rows", [1, 16])
+def test_the_running_max_across_blocks(n, rows):
+    """Rows whose max rises from block to block (every rescaling of the online pass), rows
+    that open with a run of -inf, and a late +inf or NaN, against the fsum reference."""
+    ramp = np.linspace(-30.0, 30.0, n).astype(np.float32)  # a new max in every block
+    late_start = np.full(n, -np.inf, np.float32)
+    late_start[600:] = np.random.default_rng(n).standard_normal(n - 600).astype(np.float32)
+    x = np.stack([ramp, ramp[::-1].copy(), late_start] * rows)
+    sm_ref, ls_ref, lse_ref = reference_rows(np.where(np.isinf(x), -1e30, x))
+    sm, ls = np.asarray(expnorm.softmax(x)), np.asarray(expnorm.log_softmax(x))
+    lse = np.asarray(expnorm.logsumexp(x, axis=-1))
+    assert ulp_errors(sm, sm_ref).max() <= 0.5001
+    assert ulp_errors(lse, lse_ref).max() <= 0.5001
+    finite = np.isfinite(x)
+    assert ulp_errors(ls[finite], ls_ref[finite]).max() <= 0.5001
+    assert (sm[~finite] == 0).all() and (ls[~finite] == -np.inf).all()
+    late_inf, late_nan = x[:2].copy(), x[:2].copy()
+    late_inf[:, -1], late_nan[:, -1] = np.inf, np.nan
+    p = np.asarray(expnorm.softmax(late_inf))
+    assert (p[:, -1] == 1).all() and (p[:, :-1] == 0).all()
+    assert np.isnan(np.asarray(expnorm.softmax(late_nan))).all()
+    assert np.isnan(np.asarray(expnorm.logsumexp(late_nan, axis=-1))).all()
+
+
 @pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
 def test_special_rows_on_every_path(shape):
     inf, nan = np.inf, np.nan
