@@ -350,28 +350,27 @@ static void for_rows(int64_t rows, int64_t n, RowFn fn) {
   }
 }
 
-ffi::Error SoftmaxF32(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
+// y = row_fn applied to every row of x (the last axis), for the kernels whose output has the
+// shape of their input.
+template <void (*RowFn)(const float*, float*, int64_t, bool)>
+ffi::Error MapRowsF32(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
   const auto dims = x.dimensions();
-  if (dims.size() == 0) return ffi::Error::InvalidArgument("softmax kernel: need rank >= 1");
+  if (dims.size() == 0) return ffi::Error::InvalidArgument("expnorm kernel: need rank >= 1");
   const int64_t n = dims.back();
   if (n == 0 || x.element_count() == 0) return ffi::Error::Success();
   const int64_t rows = static_cast<int64_t>(x.element_count()) / n;
   const float* xp = x.typed_data();
   float* yp = y->typed_data();
-  for_rows(rows, n, [&](int64_t r, bool par) { softmax_row(xp + r * n, yp + r * n, n, par); });
+  for_rows(rows, n, [&](int64_t r, bool par) { RowFn(xp + r * n, yp + r * n, n, par); });
   return ffi::Error::Success();
 }
 
+ffi::Error SoftmaxF32(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
+  return MapRowsF32<softmax_row>(x, y);
+}
+
 ffi::Error LogSoftmaxF32(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
-  const auto dims = x.dimensions();
-  if (dims.size() == 0) return ffi::Error::InvalidArgument("log_softmax kernel: need rank >= 1");
-  const int64_t n = dims.back();
-  if (n == 0 || x.element_count() == 0) return ffi::Error::Success();
-  const int64_t rows = static_cast<int64_t>(x.element_count()) / n;
-  const float* xp = x.typed_data();
-  float* yp = y->typed_data();
-  for_rows(rows, n, [&](int64_t r, bool par) { log_softmax_row(xp + r * n, yp + r * n, n, par); });
-  return ffi::Error::Success();
+  return MapRowsF32<log_softmax_row>(x, y);
 }
 
 ffi::Error RowStatsF32(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> m,
