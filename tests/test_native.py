@@ -28,7 +28,8 @@ SHAPES = {
     "small, one thread": (3, 50),
     "many rows in parallel, cached exp": (300, 1000),
     "batch dims": (2, 3, 4000),
-    "one row longer than the cache": (1, 100_003),
+    "one long row, cached": (1, 100_003),
+    "rows longer than the cache, one thread each": (4, 2**18 + 7),
     "few long rows split over threads": (2, 2**18 + 3),
 }
 

@@ -4,8 +4,10 @@
 // pass, but a float64 exp inside a row reduction is not vectorized (measured here: 20x slower
 // than float32), and expnorm needs more than float32 precision to stay within 1 ulp. These
 // loops compute exp(x - max) in float64 with a short polynomial that the compiler vectorizes.
-// Many rows run in parallel, one row per thread; a row of up to 65536 entries stays in cache
-// while it is read for the max, summed (its exponentials kept for the output) and written.
+// Many rows run in parallel, one row per thread; a row is read from memory once for its max
+// (prefetched while the previous row is summed), and for rows of up to 2**18 entries the
+// exponentials are kept in a per-thread buffer (2 MiB, in cache) for the output; longer rows
+// compute them again.
 // A few long rows are each split into stretches over all threads: one pass over memory for
 // the statistics (each stretch relative to its own max, then rescaled), one for the output.
 //
@@ -44,7 +46,7 @@ constexpr int64_t kShifterBits = 0x4338000000000000LL;
 constexpr int kTableBits = 7;
 constexpr int kTableSize = 1 << kTableBits;
 constexpr int64_t kParallelMin = 1 << 16;  // below this many elements, one thread
-constexpr int64_t kCacheMax = 1 << 16;     // rows up to this length keep exp(x - m) (512 KiB)
+constexpr int64_t kCacheMax = 1 << 18;     // rows up to this length keep exp(x - m) (2 MiB)
 
 // 2**(j / 128), j = 0..127, each correctly rounded (glibc's exp2 is within 1 ulp; the error
 // it adds is 1.1e-16 relative, far below what a float32 result can show).
