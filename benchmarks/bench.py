@@ -79,34 +79,26 @@ def machine_info():
     }
 
 
-def median_time(fn, *args, warmup=2, reps=7):
+def median_times(fns, *args, warmup=2, reps=7):
+    """Median time of each function after warm-up. Several functions are timed alternately
+    (f1, f2, f1, f2, ...), so that a change in the machine's state during the run (other
+    load, memory) affects them alike."""
     import jax
 
     for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
-    times = []
+        for fn in fns:
+            jax.block_until_ready(fn(*args))
+    times = [[] for _ in fns]
     for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def paired_median_times(f1, f2, *args, warmup=2, reps=7):
-    """Median times of two functions timed alternately (f1, f2, f1, f2, ...), so that a
-    change in the machine's state during the run (other load, memory) affects both alike."""
-    import jax
-
-    for _ in range(warmup):
-        jax.block_until_ready(f1(*args))
-        jax.block_until_ready(f2(*args))
-    t1, t2 = [], []
-    for _ in range(reps):
-        for f, ts in ((f1, t1), (f2, t2)):
+        for fn, ts in zip(fns, times):
             t0 = time.perf_counter()
-            jax.block_until_ready(f(*args))
+            jax.block_until_ready(fn(*args))
             ts.append(time.perf_counter() - t0)
-    return statistics.median(t1), statistics.median(t2)
+    return [statistics.median(ts) for ts in times]
+
+
+def median_time(fn, *args, warmup=2, reps=7):
+    return median_times([fn], *args, warmup=warmup, reps=reps)[0]
 
 
 def copy_bandwidth(nbytes=512 * 2**20, reps=7):
@@ -151,8 +143,7 @@ def speed_part():
         reps = 7 if nbytes >= 2**28 else 11
         for name, (ours, theirs, ref_name, full_output) in ops.items():
             moved = nbytes * (2 if full_output else 1)
-            t_ours, t_ref = paired_median_times(jax.jit(ours), jax.jit(theirs), x, labels,
-                                                reps=reps)
+            t_ours, t_ref = median_times([jax.jit(ours), jax.jit(theirs)], x, labels, reps=reps)
             rows.append({
                 "op": name, "reference": ref_name, "shape": list(shape), "dtype": "float32",
                 "bytes_moved": moved,

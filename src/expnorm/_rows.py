@@ -178,7 +178,12 @@ def fast_log_softmax(s: FastStats, axes: tuple[int, ...]) -> jax.Array:
     return jnp.where(s.nan_row, jnp.nan, ls)
 
 
+def logsumexp_from(m: jax.Array, t: jax.Array) -> jax.Array:
+    """``m + log1p(t)`` in float64; ``m`` itself where it is not finite (-inf for empty rows,
+    +inf for +inf rows, NaN for NaN rows). May lose digits when it cancels (m < 0)."""
+    return jnp.where(jnp.isfinite(m), m + jnp.log1p(t), m)
+
+
 def fast_logsumexp(s: FastStats, axes: tuple[int, ...]) -> jax.Array:
-    """``m + log1p(t)`` in float64 (keepdims); may lose digits when it cancels (m < 0)."""
-    lse = s.m + jnp.log1p(fast_t(s, axes))
-    return jnp.where(jnp.isfinite(s.m), lse, s.m)
+    """``m + log1p(t)`` in float64 (keepdims), from :func:`fast_stats`."""
+    return logsumexp_from(s.m, fast_t(s, axes))

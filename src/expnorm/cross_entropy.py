@@ -82,7 +82,7 @@ def _ce_labels_fast(x, labels, axis, out_dtype):
 
     Both terms are >= 0, so nothing cancels; ``m - x_label`` is exact for float32 inputs.
     """
-    if jnp.dtype(out_dtype) == jnp.float32 and _native.usable(x, (axis,), None):
+    if _native.usable(x, (axis,), None, out_dtype):
         m, t = _native.row_stats_f32(x)  # the same float64 computation, compiled (kernels.cc)
         m, l = m.astype(WIDE), jnp.log1p(t)
     else:

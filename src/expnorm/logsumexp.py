@@ -9,8 +9,8 @@ import jax.numpy as jnp
 
 from . import _native
 from ._checks import Axis, as_float_array, broadcast_mask, canonical_axes, check_temperature
-from ._rows import (fast_logsumexp, fast_stats, masked_tangent, row_logsumexp, row_softmax,
-                    row_stats)
+from ._rows import (fast_logsumexp, fast_stats, logsumexp_from, masked_tangent, row_logsumexp,
+                    row_softmax, row_stats)
 from ._wide import WIDE, dd_sum, log_dd_accurate, tangent_dtype, two_prod, two_sum, wide_context
 
 
@@ -34,10 +34,10 @@ _CANCEL = 2.0 ** -20
 
 
 def _lse_fast(x, kept, axes, out_dtype):
-    if jnp.dtype(out_dtype) == jnp.float32 and _native.usable(x, axes, kept):
+    if _native.usable(x, axes, kept, out_dtype):
         m, t = _native.row_stats_f32(x)  # the same float64 computation, compiled (kernels.cc)
-        m, t = m[..., None].astype(WIDE), t[..., None]
-        lse = jnp.where(jnp.isfinite(m), m + jnp.log1p(t), m)
+        m = m[..., None].astype(WIDE)
+        lse = logsumexp_from(m, t[..., None])
     else:
         s = fast_stats(x, axes, kept)
         m, lse = s.m, fast_logsumexp(s, axes)

@@ -30,7 +30,7 @@ def _prepare(x, axis, where, temperature):
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _softmax(x, kept, axes, out_dtype):
     with wide_context():
-        if jnp.dtype(out_dtype) == jnp.float32 and _native.usable(x, axes, kept):
+        if _native.usable(x, axes, kept, out_dtype):
             return _native.softmax_f32(x)  # the same float64 computation, compiled (kernels.cc)
         if jnp.dtype(out_dtype) != jnp.float64:
             # float16/bfloat16/float32 results: plain float64 is accurate enough (_rows.fast_stats)
@@ -55,7 +55,7 @@ def _softmax_jvp(axes, out_dtype, primals, tangents):
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _log_softmax(x, kept, axes, out_dtype):
     with wide_context():
-        if jnp.dtype(out_dtype) == jnp.float32 and _native.usable(x, axes, kept):
+        if _native.usable(x, axes, kept, out_dtype):
             return _native.log_softmax_f32(x)
         if jnp.dtype(out_dtype) != jnp.float64:
             return fast_log_softmax(fast_stats(x, axes, kept), axes).astype(out_dtype)

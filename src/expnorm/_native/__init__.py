@@ -6,8 +6,8 @@ same results with XLA operations, more slowly, and warns once.
 
 The shared library is built with the system's ``c++`` (or ``$CXX``) against the XLA FFI headers
 that ship with jaxlib, into this folder when it is writable, else into ``~/.cache/expnorm``.
-Its file name holds a hash of the source, the flags and the jaxlib version, so a change of any
-of them rebuilds it. ``make install`` builds it up front (``python -m expnorm._native``).
+Its file name holds a hash of the source, the flags, the jaxlib version and the CPU's feature
+flags (the code is built for this CPU), so a change of any of them rebuilds it. ``make install`` builds it up front (``python -m expnorm._native``).
 """
 
 from __future__ import annotations
@@ -104,10 +104,12 @@ def status() -> str:
     return _state["reason"]
 
 
-def usable(x, axes, kept) -> bool:
-    """The kernels take float32 rows over the last axis, with no mask, on the CPU backend."""
-    return (x.dtype == jnp.float32 and kept is None and x.ndim >= 1 and x.size > 0
-            and tuple(axes) == (x.ndim - 1,) and jax.default_backend() == "cpu" and available())
+def usable(x, axes, kept, out_dtype) -> bool:
+    """The kernels take float32 rows over the last axis to float32 results, with no mask, on
+    the CPU backend."""
+    return (x.dtype == jnp.float32 and jnp.dtype(out_dtype) == jnp.float32 and kept is None
+            and x.ndim >= 1 and x.size > 0 and tuple(axes) == (x.ndim - 1,)
+            and jax.default_backend() == "cpu" and available())
 
 
 def softmax_f32(x):

@@ -291,12 +291,10 @@ static bool softmax_special(const float* x, float* y, int64_t n, float m, bool n
 
 static void softmax_row(const float* x, float* y, int64_t n, bool parallel) {
   if (!parallel && n <= kCacheMax) {
-    // one exp per entry: keep them (in L2) between the sum and the output
+    // one exp per entry: keep them (in a per-thread buffer, in cache) for the output
     const RowMax rm = max_serial(x, n);
-    if (rm.m == std::numeric_limits<float>::infinity() || rm.nan ||
-        rm.m == -std::numeric_limits<float>::infinity()) {
-      const int64_t k = rm.nan ? 0 : count_equal_serial(x, n, rm.m);
-      softmax_special(x, y, n, rm.m, rm.nan, k);
+    const bool inf_row = !rm.nan && rm.m == std::numeric_limits<float>::infinity();
+    if (softmax_special(x, y, n, rm.m, rm.nan, inf_row ? count_equal_serial(x, n, rm.m) : 0)) {
       return;
     }
     thread_local std::vector<double> cache;
