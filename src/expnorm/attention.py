@@ -21,7 +21,8 @@ benchmarks/bench.py for the forward pass and benchmarks/attention_train_memory.p
 ``q``, ``k``, ``v``, the output ``O`` and the per-row log-sum-exp ``L_i = m_i + log(ell_i)``
 (O(N d) numbers); the backward pass walks over the key blocks again and *recomputes* each
 tile of probabilities from the scores and ``L`` (FlashAttention's backward, Dao et al. 2022,
-Algorithm 4; Dao 2023, Algorithm 2). With ``S = scale * q k^T``, ``P = softmax(S)`` and the
+Algorithm 4, which saves ``m`` and ``ell``; Dao 2023, Algorithm 2, which saves their
+combination ``L`` as here). With ``S = scale * q k^T``, ``P = softmax(S)`` and the
 output cotangent ``dO``:
 
 .. math::
@@ -246,7 +247,13 @@ def tiled_attention(q, k, v, *, block_size: int = 512, scale=None, causal: bool 
     Edge cases: a query row with no visible key (fully masked, or ``causal`` with
     ``Nq > Nk``) returns zeros and has zero gradients (no NaN), where
     ``jax.nn.softmax`` would give NaN. Computes in the input dtype's precision with the
-    running max, sum and accumulators in at least float32 (as attention kernels do).
+    running max, sum and accumulators in at least float32 (as attention kernels do); the
+    backward pass works in at least float32 and rounds the gradients to the input dtypes.
+
+    Differentiation: reverse mode (``jax.grad``, ``jax.vjp``), also under ``jit`` and
+    ``vmap``. Forward mode (``jax.jvp``, ``jax.jacfwd``) is not available: JAX cannot apply
+    forward-mode autodiff to a ``custom_vjp`` function (it raises ``TypeError``); use
+    :func:`attention` for it.
     """
     d = q.shape[-1]
     block = min(block_size, k.shape[-2])
