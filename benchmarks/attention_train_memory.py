@@ -46,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "attention_train_memory.json"
 D = 64
 BLOCK = 512
+PROBE_N = 256
 MIB = 2**20
 
 
@@ -172,9 +173,10 @@ def machine_info():
     return info
 
 
-def _slope(rows, method):
-    pts = [(math.log(r["N"]), math.log(r["peak_mib_above_floor"])) for r in rows
-           if r["method"] == method and "peak_mib_above_floor" in r and r["peak_mib_above_floor"] > 0]
+def _slope(rows, method, key="peak_mib_above_floor"):
+    """Least-squares slope of log(row[key]) against log(N) over the rows of one method."""
+    pts = [(math.log(r["N"]), math.log(r[key])) for r in rows
+           if r["method"] == method and r.get(key) and r[key] > 0]
     if len(pts) < 2:
         return None
     mx = sum(x for x, _ in pts) / len(pts)
@@ -182,57 +184,105 @@ def _slope(rows, method):
     return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
+def _difference_exponents(rows, method):
+    """For N doubling, memory a + b N^alpha has differences in ratio 2^alpha whatever the constant
+    a: alpha = log2((p(4N) - p(2N)) / (p(2N) - p(N))), one value per consecutive triple."""
+    pts = sorted((r["N"], r["peak_mib_above_floor"]) for r in rows if r["method"] == method)
+    out = []
+    for (n0, p0), (n1, p1), (n2, p2) in zip(pts, pts[1:], pts[2:]):
+        if n1 == 2 * n0 and n2 == 2 * n1 and p1 > p0 and p2 > p1:
+            out.append({"N": [n0, n1, n2], "alpha": math.log2((p2 - p1) / (p1 - p0))})
+    return out
+
+
+def summarize(result, probe=True, reps=1, limit_gib=8.0):
+    """Adds the slopes and diagnostics computed from result["rows"] (and a small-N probe)."""
+    rows = result["rows"]
+    result["slopes"] = {m: _slope(rows, m) for m in ("plain", "tiled")}
+    result["difference_exponents"] = {m: _difference_exponents(rows, m) for m in ("plain", "tiled")}
+    result["slopes_xla_temp"] = {m: _slope(rows, m, "xla_temp_mib") for m in ("plain", "tiled")}
+    if probe:
+        # what a first value_and_grad call costs beyond XLA's temporaries when those are tiny
+        r = _run_child("tiled", PROBE_N, reps, limit_gib)
+        result["probe_small_n"] = {k: r.get(k) for k in ("N", "method", "peak_mib_above_floor",
+                                                        "xla_temp_mib", "floor_mib")}
+    result["notes"] = (
+        "slopes: least-squares log-log slope of peak_mib_above_floor vs N. difference_exponents: "
+        "log2 of the ratio of successive differences, the exponent of a + b N^alpha with the "
+        "constant a cancelled. slopes_xla_temp: the same fit of XLA's compiled temporaries "
+        "(memory_analysis().temp_size_in_bytes). probe_small_n: the tiled step at a small N, "
+        "where XLA's temporaries are below 1 MiB: the rest is a fixed cost of the first call "
+        "(runtime, threads, allocator) that flattens the tiled log-log slope at small N.")
+    return result
+
+
+def _run_child(method, n, reps, limit_gib):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, __file__, "--child", method, str(n), "--reps", str(reps),
+                           "--limit-gib", str(limit_gib)], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [""]
+        return {"N": n, "method": method,
+                "skipped": f"child failed (exit {proc.returncode}): {lines[-1][:300]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main():
     """Schema of the JSON: {"machine": {...}, "d": 64, "dtype": "float32", "block_size": 512,
     "rows": [{"N", "method": "plain" | "tiled", "peak_mib_above_floor", "floor_mib",
-    "time_s_median", "time_s_min", "time_s_max", ...}], "skipped": [...],
-    "slopes": {"plain", "tiled"}}."""
+    "time_s_median", "time_s_min", "time_s_max", "xla_temp_mib", ...}], "skipped": [...],
+    "slopes": {"plain", "tiled"}, "difference_exponents", "slopes_xla_temp", "probe_small_n"}."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--child", nargs=2, metavar=("METHOD", "N"))
     ap.add_argument("--ns", default="2048,4096,8192,16384")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--limit-gib", type=float, default=8.0)
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--summarize", action="store_true",
+                    help="recompute slopes and the small-N probe for the rows already in --out")
     args = ap.parse_args()
     limit = int(args.limit_gib * 2**30)
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.reps, limit)))
         return
 
+    if args.summarize:  # recompute the summary of an existing file (no new measurements)
+        result = json.loads(Path(args.out).read_text())
+        summarize(result, reps=1, limit_gib=args.limit_gib)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print("slopes", result["slopes"], "difference exponents", result["difference_exponents"])
+        print("wrote", args.out)
+        return
+
     info = machine_info()
     rows, skipped = [], []
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
     for n in map(int, args.ns.split(",")):
-        for method in ("plain", "tiled"):
-            proc = subprocess.run([sys.executable, __file__, "--child", method, str(n),
-                                   "--reps", str(args.reps), "--limit-gib", str(args.limit_gib)],
-                                  env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                skipped.append({"N": n, "method": method,
-                                "reason": f"child failed (exit {proc.returncode}): "
-                                          + proc.stderr.strip().splitlines()[-1][:300]})
-                print(method, n, "FAILED", skipped[-1]["reason"], flush=True)
-                continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
+        for method in ("plain", "tiled"):  # one after the other, never two at once
+            r = _run_child(method, n, args.reps, args.limit_gib)
             if "skipped" in r:
                 skipped.append({"N": n, "method": method, "reason": r["skipped"]})
                 print(method, n, "skipped:", r["skipped"], flush=True)
                 continue
             rows.append(r)
             print(f"{method:5s} N={n:6d}  peak above floor {r['peak_mib_above_floor']:9.1f} MiB  "
-                  f"(floor {r['floor_mib']:.0f} MiB)  time {r['time_s_median']:.3f} s "
-                  f"[{r['time_s_min']:.3f}, {r['time_s_max']:.3f}]", flush=True)
+                  f"(floor {r['floor_mib']:.0f} MiB, XLA temporaries {r['xla_temp_mib']:.1f} MiB)  "
+                  f"time {r['time_s_median']:.3f} s [{r['time_s_min']:.3f}, {r['time_s_max']:.3f}]",
+                  flush=True)
     info["loadavg_at_end"] = os.getloadavg()
-    slopes = {m: _slope(rows, m) for m in ("plain", "tiled")}
     result = {"machine": info, "d": D, "dtype": "float32", "block_size": BLOCK,
               "loss": "sum(attention(q, k, v) * g), g a fixed random (N, 64) cotangent; "
                       "value_and_grad w.r.t. q, k, v",
               "floor": "VmRSS of the child after creating inputs and compiling; peak = VmHWM "
                        "of the first call after resetting the peak counter (clear_refs)",
-              "rows": rows, "skipped": skipped, "slopes": slopes}
+              "rows": rows, "skipped": skipped}
+    summarize(result, limit_gib=args.limit_gib)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print("log-log slopes of peak memory above floor vs N:",
-          {m: None if s is None else round(s, 3) for m, s in slopes.items()})
+          {m: None if v is None else round(v, 3) for m, v in result["slopes"].items()})
+    print("exponents from successive differences:",
+          {m: [round(e["alpha"], 3) for e in v] for m, v in result["difference_exponents"].items()})
+    print("log-log slopes of XLA's temporaries:",
+          {m: None if v is None else round(v, 3) for m, v in result["slopes_xla_temp"].items()})
     print("wrote", args.out)
 
 
