@@ -1,4 +1,4 @@
-"""Tiled (FlashAttention-style) attention equals plain attention; its memory grows like N."""
+"""Tiled (FlashAttention-style) attention and its custom VJP equal plain attention; memory grows like N."""
 
 from __future__ import annotations
 
