@@ -74,6 +74,7 @@ test: $(STAMP) sysdeps
 # Speed and memory benchmark (prints a table, writes benchmarks/results.json); not part of test.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/attention_train_memory.py
 
 notebooks: $(STAMP)
 	$(BIN)/python tests/execute_notebooks.py book
