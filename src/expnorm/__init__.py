@@ -5,6 +5,7 @@ The library of the book *Why Softmax?*. Every function is a drop-in for its ``ja
 bfloat16 and float32 (4 ulp in float64), with special values defined and documented.
 """
 
+from . import calibration  # calibration metrics (chapter 8): expnorm.calibration.*
 from .alternatives import (
     entmax15,
     entmax15_loss,
