@@ -12,6 +12,7 @@ from . import _native
 from ._checks import Axis, as_float_array, canonical_axes, check_temperature, is_concrete
 from ._rows import (fast_log_softmax, fast_stats, fast_t, row_log_softmax, row_softmax,
                     row_stats)
+from ._special import is_neginf, is_posinf, nan_where, posinf_where
 from ._wide import WIDE, dd_sum, tangent_dtype, wide_context
 
 SymbolicZero = jax.custom_derivatives.SymbolicZero
@@ -34,9 +35,10 @@ def _ce_probs(x, y, axes, out_dtype):
         yw = y.astype(WIDE)
         # 0 * log(0) = 0: a class of target probability 0 costs nothing, even at logit -inf.
         term = jnp.where(yw == 0, 0.0, -yw * ls)
-        hi, lo = dd_sum(term, jnp.zeros_like(term), axes)
-        loss = jnp.where(jnp.any(term == jnp.inf, axis=axes), jnp.inf, hi + lo)  # dd: inf - inf
-        return jnp.where(jnp.any(jnp.isnan(term), axis=axes), jnp.nan, loss).astype(out_dtype)
+        inf_term = is_posinf(term)
+        hi, lo = dd_sum(jnp.where(inf_term, 0.0, term), jnp.zeros_like(term), axes)
+        loss = posinf_where(jnp.any(inf_term, axis=axes), hi + lo)  # dd: inf - inf
+        return nan_where(jnp.any(jnp.isnan(term), axis=axes), loss).astype(out_dtype)
 
 
 def _ce_probs_jvp(axes, out_dtype, primals, tangents):
@@ -74,7 +76,7 @@ def _ce_labels(x, labels, axis, out_dtype):
         inside = (labels >= 0) & (labels < k)
         idx = jnp.expand_dims(jnp.where(inside, labels, 0), axis)
         loss = -jnp.squeeze(jnp.take_along_axis(ls, idx, axis=axis), axis)
-        return jnp.where(inside, loss, jnp.nan).astype(out_dtype)
+        return nan_where(~inside, loss).astype(out_dtype)
 
 
 def _ce_labels_fast(x, labels, axis, out_dtype):
@@ -94,10 +96,11 @@ def _ce_labels_fast(x, labels, axis, out_dtype):
     idx = jnp.expand_dims(jnp.where(inside, labels, 0), axis)
     xl = jnp.squeeze(jnp.take_along_axis(x, idx, axis=axis), axis).astype(WIDE)
     loss = (jnp.where(jnp.isfinite(m), m, 0.0) - xl) + l
-    loss = jnp.where(m == jnp.inf, jnp.where(xl == jnp.inf, l, jnp.inf), loss)
-    loss = jnp.where((m == -jnp.inf) | (xl == -jnp.inf), jnp.inf, loss)
-    loss = jnp.where(jnp.isnan(m), jnp.nan, loss)
-    return jnp.where(inside, loss, jnp.nan).astype(out_dtype)
+    m_inf = is_posinf(m)
+    loss = jnp.where(m_inf & is_posinf(xl), l, loss)
+    loss = posinf_where((m_inf & ~is_posinf(xl)) | is_neginf(m) | is_neginf(xl), loss)
+    loss = nan_where(jnp.isnan(m) | ~inside, loss)
+    return loss.astype(out_dtype)
 
 
 @_ce_labels.defjvp
