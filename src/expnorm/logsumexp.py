@@ -61,8 +61,9 @@ def _lse_jvp(axes, out_dtype, primals, tangents):
         lse = row_logsumexp(s).astype(out_dtype)
         dt = tangent_dtype(out_dtype)
         p = row_softmax(s).astype(dt)
-        tt = jnp.where((p > 0) | jnp.isnan(p), masked_tangent(tx.astype(dt), kept), 0.0)
-        return lse, jnp.sum(p * tt, axis=axes, keepdims=True).astype(out_dtype)
+        # d LSE = <p, dx>. The only residual is p: masked and -inf entries have p = 0 and drop
+        # out of the sum for any finite tangent, with no mask of their own.
+        return lse, jnp.sum(p * tx.astype(dt), axis=axes, keepdims=True).astype(out_dtype)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(3, 4))
