@@ -19,8 +19,9 @@ Axis = int | Sequence[int] | None
 def as_float_array(x, name: str = "x") -> jax.Array:
     """Return ``x`` as a JAX floating array.
 
-    Integer and boolean inputs are converted to JAX's default float dtype (float32, or float64
-    with x64 enabled), as ``jax.nn.softmax`` does. Complex inputs have no softmax and raise.
+    Integer and boolean inputs are converted to the floating dtype JAX itself uses for them
+    (:func:`inexact_dtype`: float32 for 8-, 16- and 32-bit integers, float64 for 64-bit integers
+    with x64 enabled), as ``jax.nn.softmax`` and ``jax.scipy.special.logsumexp`` do. Complex inputs have no softmax and raise.
     """
     if isinstance(x, (list, tuple)):
         x = np.asarray(x)
@@ -32,9 +33,19 @@ def as_float_array(x, name: str = "x") -> jax.Array:
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
-            return x.astype(jnp.result_type(float))
+            return x.astype(inexact_dtype(x.dtype))
         raise TypeError(f"{name} has unsupported dtype {x.dtype}; expected a real floating dtype")
     return x
+
+
+def inexact_dtype(dtype) -> np.dtype:
+    """The floating dtype JAX computes in for ``dtype`` (as ``jnp.exp`` and ``jax.nn`` do).
+
+    int8/16/32 and uint8/16/32 map to float32, int64/uint64 to float64 under x64 (float32
+    without), booleans to the default float; asked of JAX itself, so the rule follows JAX's.
+    """
+    spec = jax.ShapeDtypeStruct((), dtype)
+    return np.dtype(jax.eval_shape(jnp.exp, spec).dtype)
 
 
 def canonical_axes(axis: Axis, ndim: int, name: str = "axis") -> tuple[int, ...]:

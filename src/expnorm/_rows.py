@@ -25,6 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._special import is_neginf, is_posinf, nan_where, neginf_where
 from ._wide import WIDE as WIDE_DTYPE
 from ._wide import (const, dd_normalize, dd_sum, exp_dd, exp_dd_accurate, log1p_dd,
                     log1p_dd_accurate, opaque, two_sum)
@@ -40,6 +41,7 @@ class RowStats(NamedTuple):
     d_lo: jax.Array
     e_hi: jax.Array  # exp(x - m) as dd; on an inf_row, 1 at +inf entries and 0 elsewhere
     e_lo: jax.Array
+    e_rel: jax.Array  # e_lo / e_hi, kept separately: e_lo itself is flushed to 0 when e is tiny
     t_hi: jax.Array  # sum of e over the row, less one copy of the max (keepdims)
     t_lo: jax.Array
     l_hi: jax.Array  # log1p(t) as dd (keepdims)
@@ -59,17 +61,24 @@ def row_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None,
     xk = x if kept is None else jnp.where(kept, x, neg_inf)
     nan_row = jnp.any(jnp.isnan(xk), axis=axes, keepdims=True)
     m = jnp.max(jnp.where(jnp.isnan(xk), neg_inf, xk), axis=axes, keepdims=True, initial=-jnp.inf)
-    empty_row = m == -jnp.inf
-    inf_row = m == jnp.inf
+    empty_row = is_neginf(m)
+    inf_row = is_posinf(m)
     m0 = jnp.where(jnp.isfinite(m), m, 0.0)
 
     # x - m exactly, as hi + lo: its rounding error would be multiplied by |x - m| in exp.
-    d_hi, d_lo = two_sum(xk, -m0)
+    # -inf entries skip TwoSum (inf - inf would make a NaN that debug_nans reports).
+    neg = is_neginf(xk)
+    d_hi, d_lo = two_sum(jnp.where(neg, m0, xk), -m0)
+    d_hi = neginf_where(neg, d_hi)
     d_lo = jnp.where(jnp.isfinite(d_hi), d_lo, 0.0)
     e_hi, e_lo = exp_(d_hi, d_lo)
     at_max = xk == m
     e_hi = jnp.where(inf_row, jnp.where(at_max, 1.0, 0.0), e_hi)
     e_lo = jnp.where(inf_row, 0.0, e_lo)
+    if accurate:
+        e_rel = jnp.where(e_hi > 0, e_lo / jnp.where(e_hi > 0, e_hi, 1.0), 0.0)
+    else:
+        e_rel = jnp.where((e_hi > 0) & ~inf_row, d_lo, 0.0)  # exp_dd: e_lo = e_hi * d_lo
 
     # t excludes one copy of the max exactly: drop all copies, then add back (copies - 1).
     others_hi = jnp.where(at_max, 0.0, e_hi)
@@ -80,7 +89,7 @@ def row_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None,
     s, err = two_sum(t_hi, ties)
     t_hi, t_lo = dd_normalize(s, err + t_lo)
     l_hi, l_lo = log1p_(t_hi, t_lo)
-    return RowStats(kept, m, nan_row, empty_row, inf_row, d_hi, d_lo, e_hi, e_lo,
+    return RowStats(kept, m, nan_row, empty_row, inf_row, d_hi, d_lo, e_hi, e_lo, e_rel,
                     t_hi, t_lo, l_hi, l_lo)
 
 
@@ -89,20 +98,31 @@ def row_softmax(s: RowStats) -> jax.Array:
     den_hi, den_err = two_sum(const(1.0, s.t_hi), s.t_hi)
     den_hi, den_lo = dd_normalize(den_hi, den_err + s.t_lo)
     q = s.e_hi / den_hi
-    p = q + (s.e_lo - q * den_lo) / den_hi
+    # p = q (1 + c): c, the relative correction of e and of the denominator, is applied to a
+    # scaled q. For a normal but tiny q (below ~1e-292) the product q * c is subnormal, and XLA
+    # on CPU flushes subnormal results to zero: the correction would be lost (~500 ulp). The
+    # scaling by 2**600 and back is exact whenever the final result is normal.
+    c = s.e_rel - den_lo / den_hi
+    small = q < const(2.0 ** -500, q)
+    up = jnp.where(small, const(2.0 ** 600, q), 1.0)
+    down = jnp.where(small, const(2.0 ** -600, q), 1.0)
+    qs = q * up
+    p = (qs + qs * c) * down
     p = jnp.where(s.empty_row, 0.0, p)
-    return jnp.where(s.nan_row, jnp.nan, p)
+    return nan_where(s.nan_row, p)
 
 
 def row_log_softmax(s: RowStats) -> jax.Array:
     """``(x - m) - log1p(t)`` in wide precision, with the special rows applied."""
-    hi, err = two_sum(s.d_hi, -s.l_hi)
+    neg = is_neginf(s.d_hi)
+    # -inf entries skip TwoSum (inf - inf is a NaN that debug_nans would report), and stay -inf
+    hi, err = two_sum(jnp.where(neg, 0.0, s.d_hi), -s.l_hi)
     ls = hi + (err + (s.d_lo - s.l_lo))
-    ls = jnp.where(jnp.isneginf(s.d_hi), -jnp.inf, ls)  # keep -inf entries exactly -inf
+    ls = neginf_where(neg, ls)
     at_inf = s.e_hi > 0.0  # on an inf_row: the +inf entries
-    ls = jnp.where(s.inf_row, jnp.where(at_inf, -(s.l_hi + s.l_lo), -jnp.inf), ls)
-    ls = jnp.where(s.empty_row, -jnp.inf, ls)
-    return jnp.where(s.nan_row, jnp.nan, ls)
+    ls = jnp.where(s.inf_row & at_inf, -(s.l_hi + s.l_lo), ls)
+    ls = neginf_where((s.inf_row & ~at_inf) | s.empty_row, ls)
+    return nan_where(s.nan_row, ls)
 
 
 def row_logsumexp(s: RowStats) -> jax.Array:
@@ -110,7 +130,7 @@ def row_logsumexp(s: RowStats) -> jax.Array:
     hi, err = two_sum(jnp.where(jnp.isfinite(s.m), s.m, 0.0), s.l_hi)
     lse = hi + (err + s.l_lo)
     lse = jnp.where(jnp.isfinite(s.m), lse, s.m)  # -inf for empty rows, +inf for inf rows
-    return jnp.where(s.nan_row, jnp.nan, lse)
+    return nan_where(s.nan_row, lse)
 
 
 def masked_tangent(t: jax.Array, kept: jax.Array | None) -> jax.Array:
@@ -145,11 +165,11 @@ def fast_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None) -> F
     m = m_in.astype(WIDE_DTYPE)
     xw = xk.astype(WIDE_DTYPE)
     nan_row = jnp.isnan(m)
-    empty_row = m == -jnp.inf
-    inf_row = m == jnp.inf
+    empty_row = is_neginf(m)
+    inf_row = is_posinf(m)
     m0 = jnp.where(jnp.isfinite(m), m, 0.0)
     e = jnp.exp(xw - m0)
-    e = jnp.where(inf_row, jnp.where(xw == jnp.inf, 1.0, 0.0), e)
+    e = jnp.where(inf_row, jnp.where(is_posinf(xw), 1.0, 0.0), e)
     return FastStats(xw, m, e, empty_row, inf_row, nan_row)
 
 
@@ -165,7 +185,7 @@ def fast_softmax(s: FastStats, axes: tuple[int, ...]) -> jax.Array:
     """``e / sum(e)`` in float64 (the max's own 1 included: nothing cancels)."""
     den = jnp.sum(s.e, axis=axes, keepdims=True)
     p = s.e / jnp.where(den > 0, den, 1.0)
-    return jnp.where(s.nan_row, jnp.nan, p)
+    return nan_where(s.nan_row, p)
 
 
 def fast_log_softmax(s: FastStats, axes: tuple[int, ...]) -> jax.Array:
@@ -173,9 +193,10 @@ def fast_log_softmax(s: FastStats, axes: tuple[int, ...]) -> jax.Array:
     l = jnp.log1p(fast_t(s, axes))
     fin = jnp.isfinite(s.m)
     ls = (s.xw - jnp.where(fin, s.m, 0.0)) - l
-    ls = jnp.where(s.inf_row, jnp.where(s.xw == jnp.inf, -l, -jnp.inf), ls)
-    ls = jnp.where(s.empty_row | (s.xw == -jnp.inf), -jnp.inf, ls)
-    return jnp.where(s.nan_row, jnp.nan, ls)
+    pos = is_posinf(s.xw)
+    ls = jnp.where(s.inf_row & pos, -l, ls)
+    ls = neginf_where((s.inf_row & ~pos) | s.empty_row | is_neginf(s.xw), ls)
+    return nan_where(s.nan_row, ls)
 
 
 def logsumexp_from(m: jax.Array, t: jax.Array) -> jax.Array:

@@ -209,7 +209,9 @@ def exp_dd_accurate(hi, lo):
     k1 = jnp.floor(k / 2)
     f1, f2 = _pow2(k1), _pow2(k - k1)
     e_hi, e_lo = e_hi * f1 * f2, e_lo * f1 * f2
-    e_hi = jnp.where(fin, e_hi, jnp.where(hi > 0, jnp.inf, 0.0))
+    e_hi = jnp.where(fin, e_hi, 0.0)
+    z = jnp.where(~fin & (hi > 0), 0.0, 1.0)  # +inf only where hi = +inf (debug_infs)
+    e_hi = jnp.where(~fin & (hi > 0), 1 / z, e_hi)
     return e_hi, jnp.where(fin & jnp.isfinite(e_hi), e_lo, 0.0)
 
 

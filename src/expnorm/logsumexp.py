@@ -11,6 +11,7 @@ from . import _native
 from ._checks import Axis, as_float_array, broadcast_mask, canonical_axes, check_temperature
 from ._rows import (fast_logsumexp, fast_stats, logsumexp_from, masked_tangent, row_logsumexp,
                     row_softmax, row_stats)
+from ._special import is_neginf, is_posinf, nan_where, neginf_where, posinf_where
 from ._wide import WIDE, dd_sum, log_dd_accurate, tangent_dtype, two_prod, two_sum, wide_context
 
 
@@ -60,8 +61,9 @@ def _lse_jvp(axes, out_dtype, primals, tangents):
         lse = row_logsumexp(s).astype(out_dtype)
         dt = tangent_dtype(out_dtype)
         p = row_softmax(s).astype(dt)
-        tt = jnp.where((p > 0) | jnp.isnan(p), masked_tangent(tx.astype(dt), kept), 0.0)
-        return lse, jnp.sum(p * tt, axis=axes, keepdims=True).astype(out_dtype)
+        # d LSE = <p, dx>. The only residual is p: masked and -inf entries have p = 0 and drop
+        # out of the sum for any finite tangent, with no mask of their own.
+        return lse, jnp.sum(p * tx.astype(dt), axis=axes, keepdims=True).astype(out_dtype)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(3, 4))
@@ -83,9 +85,9 @@ def _lse_weighted(x, b, kept, axes, out_dtype):
         m0 = jnp.where(jnp.isfinite(s.m), s.m, 0.0)
         hi, err = two_sum(m0, log_hi)
         lse = hi + (err + log_lo)
-        lse = jnp.where(sum_hi == 0, -jnp.inf, lse)
-        lse = jnp.where(s.inf_row & (sum_hi != 0), jnp.inf, lse)
-        lse = jnp.where(s.nan_row | jnp.any(jnp.isnan(bw), axis=axes, keepdims=True), jnp.nan, lse)
+        lse = neginf_where(sum_hi == 0, lse)
+        lse = posinf_where(s.inf_row & (sum_hi != 0), lse)
+        lse = nan_where(s.nan_row | jnp.any(jnp.isnan(bw), axis=axes, keepdims=True), lse)
         return lse.astype(out_dtype), sign.astype(out_dtype)
 
 
@@ -127,7 +129,9 @@ def logsumexp(a, axis: Axis = None, b=None, keepdims: bool = False, return_sign:
     Args:
       a: real array (integers and booleans are converted to the default float dtype).
       axis: axis or axes to reduce; ``None`` (the default, as in SciPy) reduces all.
-      b: optional weights broadcast to ``a``; entries with ``b == 0`` are left out (so a huge
+      b: optional weights, broadcast together with ``a`` (as in jax and SciPy: ``axis`` then
+        refers to the broadcast shape, and the result has the promoted dtype of ``a`` and
+        ``b``); entries with ``b == 0`` are left out (so a huge
         ``a_i`` with weight 0 cannot underflow the rest). With negative weights the sum may
         cancel: accuracy is then relative to ``sum |b| e^a``, as for any summation.
       keepdims: keep the reduced axes with size 1.
@@ -137,7 +141,8 @@ def logsumexp(a, axis: Axis = None, b=None, keepdims: bool = False, return_sign:
       temperature: optional positive scalar ``T``.
 
     Returns:
-      The log-sum-exp (and the sign, if ``return_sign``), in the dtype of ``a``.
+      The log-sum-exp (and the sign, if ``return_sign``), in the dtype of ``a`` (with ``b``:
+      the promoted dtype of ``a`` and ``b``).
 
     Special values:
       * an empty sum (all ``-inf``, fully masked, or all weights 0) gives ``-inf`` (sign 0),
@@ -146,10 +151,23 @@ def logsumexp(a, axis: Axis = None, b=None, keepdims: bool = False, return_sign:
 
     Raises:
       TypeError: complex input, or a non-boolean ``where``.
-      ValueError: ``axis`` out of range or repeated; ``b`` or ``where`` not broadcastable;
+      ValueError: ``axis`` out of range or repeated; ``b`` not broadcastable with ``a``, or
+        ``where`` not broadcastable to their shape;
         a concrete ``temperature`` that is not positive and finite.
     """
     a = as_float_array(a, "a")
+    if b is not None:
+        # As jax and SciPy: a and b broadcast together (axis refers to the broadcast shape),
+        # and the result has their promoted dtype (a Python scalar b is weakly typed).
+        b_arr = b if isinstance(b, (int, float)) else as_float_array(b, "b")
+        out_dtype = jnp.dtype(jnp.result_type(a, b_arr))
+        try:
+            shape = jnp.broadcast_shapes(a.shape, jnp.shape(b_arr))
+        except ValueError as err:
+            raise ValueError(f"b of shape {jnp.shape(b_arr)} does not broadcast with a's shape "
+                             f"{a.shape}") from err
+        a = jnp.broadcast_to(a.astype(out_dtype), shape)
+        b = jnp.broadcast_to(jnp.asarray(b_arr, out_dtype), shape)
     axes = canonical_axes(axis, a.ndim)
     kept = broadcast_mask(where, a.shape)
     check_temperature(temperature)
@@ -167,17 +185,13 @@ def _logsumexp_wide(a, axes, b, keepdims, return_sign, kept, temperature, out_dt
 
     if b is None:
         lse = _lse_jit(x, kept, axes, inner_dtype)
-        sign = jnp.where(jnp.isneginf(lse), 0.0, jnp.where(jnp.isnan(lse), jnp.nan, 1.0))
-        sign = sign.astype(inner_dtype)
+        # the NaN of a NaN row is lse's own: no NaN constant (debug_nans, see _special)
+        one = jnp.where(is_neginf(lse), jnp.zeros((), lse.dtype), jnp.ones((), lse.dtype))
+        sign = jnp.where(jnp.isnan(lse), lse, one).astype(inner_dtype)
     else:
-        b = as_float_array(b, "b")
-        try:
-            b = jnp.broadcast_to(b, a.shape)
-        except ValueError as err:
-            raise ValueError(f"b of shape {b.shape} does not broadcast to a's shape {a.shape}") from err
         lse, sign = _lse_weighted_jit(x, b, kept, axes, inner_dtype)
         if not return_sign:
-            lse = jnp.where(sign < 0, jnp.nan, lse)
+            lse = nan_where(sign < 0, lse)
 
     if temperature is not None:
         lse = (lse * jnp.asarray(temperature, WIDE)).astype(out_dtype)

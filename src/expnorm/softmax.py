@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from . import _native
 from ._checks import Axis, as_float_array, broadcast_mask, canonical_axes, check_temperature
-from ._rows import (fast_log_softmax, fast_softmax, fast_stats, masked_tangent, row_log_softmax,
+from ._rows import (fast_log_softmax, fast_softmax, fast_stats, row_log_softmax,
                     row_softmax, row_stats)
 from ._wide import WIDE, tangent_dtype, wide_context
 
@@ -46,8 +46,10 @@ def _softmax_jvp(axes, out_dtype, primals, tangents):
     p = _softmax(x, kept, axes, out_dtype)
     with wide_context():
         dt = tangent_dtype(out_dtype)
-        pt, tt = p.astype(dt), masked_tangent(tx.astype(dt), kept)
-        tt = jnp.where((pt > 0) | jnp.isnan(pt), tt, 0.0)  # entries of probability 0 (masked, -inf) do not move
+        # The only residual is p (as jax.nn.softmax with jax_softmax_custom_jvp): masked and
+        # -inf entries have p = 0, so p * (...) is exactly 0 there for any finite tangent, and
+        # they drop out of <p, dx> without a mask of their own.
+        pt, tt = p.astype(dt), tx.astype(dt)
         dp = pt * (tt - jnp.sum(pt * tt, axis=axes, keepdims=True))
         return p, dp.astype(out_dtype)
 
@@ -70,10 +72,14 @@ def _log_softmax_jvp(axes, out_dtype, primals, tangents):
     p = _softmax(x, kept, axes, out_dtype)
     with wide_context():
         dt = tangent_dtype(out_dtype)
-        pt, tt = p.astype(dt), masked_tangent(tx.astype(dt), kept)
+        # residuals: p and where the output is finite (masked entries are -inf outputs and have
+        # p = 0, so they need no mask of their own)
+        pt, tt = p.astype(dt), tx.astype(dt)
         # no mask on p here: an entry whose probability underflows still has d ls_i = dx_i - <p, dx>
         dls = tt - jnp.sum(pt * tt, axis=axes, keepdims=True)
-        dls = jnp.where(jnp.isfinite(ls), dls, 0.0)  # -inf outputs are constant
+        # -inf outputs are constant. The zero is made from the tangent (0 * dls): a 0.0 constant
+        # broadcast on the primal side would be one more residual (finite tangents assumed there)
+        dls = jnp.where(jnp.isfinite(ls), dls, 0 * dls)
         return ls, dls.astype(out_dtype)
 
 
@@ -118,8 +124,9 @@ def softmax(x, axis: Axis = -1, where=None, *, temperature=None) -> jax.Array:
         float32) may come back as 0: XLA flushes subnormal results to zero on CPU. The
         accuracy target covers every result whose exact value is normal.
 
-    Gradients: ``d softmax = p * (dx - <p, dx>)``, with exact zeros at entries of probability 0,
-    so masks and ``-inf`` never produce NaN gradients.
+    Gradients: ``d softmax = p * (dx - <p, dx>)``, with exact zeros at entries of probability 0
+    for finite tangents, so masks and ``-inf`` never produce NaN gradients. The backward pass
+    keeps one residual, ``p`` (as ``jax.nn.softmax`` does with ``jax_softmax_custom_jvp``).
 
     Raises:
       TypeError: complex ``x``, or a non-boolean ``where``.
