@@ -313,7 +313,7 @@ def reference_table(values: Iterable, dtype) -> np.ndarray:
 
 
 def ulp_errors(got, tables: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Per row, the ulp errors of the counted entries of ``got`` against :func:`reference_table`\ s.
+    """Per row, the ulp errors of the counted entries of ``got`` against :func:`reference_table` results.
 
     ``got`` is 2-D (row ``r`` holds the results of ``tables[r]`` in its first ``len(tables[r])``
     columns, the rest is padding) or 1-D (one result per row, e.g. a log-sum-exp). A non-finite
