@@ -3,7 +3,7 @@
 :func:`naive_softmax` and :func:`linear_normalize` (chapters 1 and 2) use ``jnp.sum``. The
 algorithms of chapter 5 (:func:`softmax_unshifted`, :func:`softmax_shifted`, ...) take a
 ``summation`` argument and by default add recursively *in the input dtype*
-(:func:`recursive_sum`), because ``jnp.sum`` of a 16-bit array accumulates in float32 on XLA.
+(:func:`recursive_sum`), because ``jnp.sum`` of a 16-bit array accumulates in float32 (``jax.numpy`` upcasts it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def naive_softmax(x, axis: Axis = -1) -> jax.Array:
     No max shift: ``naive_softmax([0, 10000])`` overflows to ``inf / inf = nan`` in float32,
     which chapter 1 shows and :func:`expnorm.softmax` fixes. Use it to learn, not to train.
 
-    The sum is ``jnp.sum``: for float16 and bfloat16 inputs XLA accumulates it in float32 and
+    The sum is ``jnp.sum``: for float16 and bfloat16 inputs ``jax.numpy`` accumulates it in float32 and
     rounds once, so this is *not* a computation in the input dtype throughout (chapter 5's
     :func:`softmax_unshifted` with ``summation="recursive"`` is).
     """
@@ -49,19 +49,20 @@ def linear_normalize(x, axis: Axis = -1) -> jax.Array:
 # --------------------------------------------------------------------------------------------
 # The textbook softmax algorithms of chapter 5, with the summation made explicit.
 #
-# ``jnp.sum`` of a float16 or bfloat16 array does *not* add in that dtype on XLA: the CPU and
-# GPU backends accumulate in float32 and round the total once. The algorithms below therefore
+# ``jnp.sum`` of a float16 or bfloat16 array does *not* add in that dtype: unless it is given a
+# ``dtype``, ``jax.numpy`` converts 16-bit inputs to float32 for the reduction (on every backend)
+# and rounds the total once. The algorithms below therefore
 # take a ``summation`` argument: ``"recursive"`` (the default) adds the terms left to right,
 # rounding every partial sum to the dtype of the input (a ``lax.scan`` whose carry has that
 # dtype), which is the recursive summation of the rounding error analyses; ``"xla"`` calls
-# ``jnp.sum`` and gets whatever the backend does (for 16-bit inputs: float32 accumulation and
+# ``jnp.sum`` and gets what JAX and XLA do (for 16-bit inputs: float32 accumulation and
 # one rounding; for float32 inputs: XLA's own, vectorized order, which is not left to right
 # either). The elementwise operations (``-``, ``exp``, ``log``, ``log1p``, ``/``) are plain
 # ``jnp`` calls: called eagerly, one operation at a time, each of them returns a number of the
 # input dtype, so each rounds to it. Under ``jit`` XLA may fuse them and keep float32
 # intermediates for 16-bit inputs (it is allowed to, see its flag
-# ``xla_allow_excess_precision``), and its float16 division on CPU is not always correctly
-# rounded (seen: one ulp off); the recursive sum keeps its per-step rounding under ``jit`` too,
+# ``xla_allow_excess_precision``), and its division by a broadcast divisor (``e / S``) is not
+# always correctly rounded (seen: up to 1.5 ulp in float16 and float32); the recursive sum keeps its per-step rounding under ``jit`` too,
 # because the carry of the loop is stored in the dtype.
 # --------------------------------------------------------------------------------------------
 
@@ -74,8 +75,8 @@ def recursive_sum(x, axis: int = -1, keepdims: bool = False) -> jax.Array:
     Every partial sum is rounded to ``x.dtype`` (float16, bfloat16, float32 or float64), which is
     what the error bound :math:`|\hat s - s| \le (n - 1) u \sum_i |x_i|` (to first order) of
     recursive summation is about. A bfloat16 sum of 4096 ones is 256 (from 256 on, ``256 + 1``
-    rounds back to 256), a float16 one 2048; ``jnp.sum`` returns 4096 for both, because XLA
-    adds 16-bit numbers in float32. Use this to *see* low-precision accumulation; to avoid it,
+    rounds back to 256), a float16 one 2048; ``jnp.sum`` returns 4096 for both, because
+    ``jax.numpy`` adds 16-bit numbers in float32 (unless given a ``dtype``). Use this to *see* low-precision accumulation; to avoid it,
     accumulate in float32 (``jnp.sum(x, dtype=jnp.float32)``).
     """
     x = as_float_array(x)
