@@ -43,6 +43,7 @@ DPS = 60
 
 __all__ = [
     "DPS",
+    "Table",
     "is_normal",
     "max_ulp_error",
     "precision_bits",
@@ -51,9 +52,12 @@ __all__ = [
     "ref_log_softmax",
     "ref_logsumexp",
     "ref_softmax",
+    "reference_table",
+    "rel_errors",
     "set_dps",
     "ulp",
     "ulp_error",
+    "ulp_errors",
 ]
 
 
@@ -290,3 +294,87 @@ def max_ulp_error(got, refs: Iterable, dtype, *, normal_only: bool = True) -> tu
         worst = max(worst, ulp_error(gi, ri, dtype))
         n += 1
     return worst, n
+
+
+# ------------------------------------------------------------------ many rows at once (the book)
+
+
+def reference_table(values: Iterable, dtype) -> np.ndarray:
+    """Exact values prepared for fast, repeated error measurement against many algorithms.
+
+    Returns an array of shape ``(k, 3)``: per exact value (an mpf), its float64 rounding
+    (relative error ``2**-53``, far below an ulp of float16, bfloat16 and float32), its
+    :func:`ulp` in ``dtype`` and ``1.0`` if it counts (:func:`is_normal`) else ``0.0``. For
+    float64 outputs use :func:`ulp_error` on the mpf values instead: the float64 rounding of the
+    reference would then be as large as the errors measured.
+    """
+    return np.array([(float(v), float(ulp(v, dtype)), float(is_normal(v, dtype)))
+                     for v in values], dtype=np.float64).reshape(-1, 3)
+
+
+def ulp_errors(got, tables: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per row, the ulp errors of the counted entries of ``got`` against :func:`reference_table` results.
+
+    ``got`` is 2-D (row ``r`` holds the results of ``tables[r]`` in its first ``len(tables[r])``
+    columns, the rest is padding) or 1-D (one result per row, e.g. a log-sum-exp). A non-finite
+    result for a finite exact value counts as ``inf``.
+    """
+    got = np.asarray(got).astype(np.float64)
+    out = []
+    for r, ref in enumerate(tables):
+        g = got[r, :len(ref)] if got.ndim == 2 else got[r:r + 1]
+        with np.errstate(invalid="ignore"):
+            e = np.abs(g - ref[:, 0]) / ref[:, 1]
+        e = np.where(np.isfinite(g) | ~np.isfinite(ref[:, 0]), e, np.inf)
+        out.append(e[ref[:, 2] > 0])
+    return out
+
+
+def rel_errors(got, tables: Sequence[np.ndarray], u: float) -> list[np.ndarray]:
+    """Per row, the relative errors ``|got - exact| / |exact|`` in units of ``u`` (counted entries)."""
+    got = np.asarray(got).astype(np.float64)
+    out = []
+    for r, ref in enumerate(tables):
+        keep = ref[:, 2] > 0
+        out.append(np.abs(got[r, :len(ref)][keep] - ref[keep, 0]) / np.abs(ref[keep, 0]) / u)
+    return out
+
+
+class Table:
+    """A small table for notebooks: rendered as HTML, with a plain-text ``repr`` as well.
+
+    ``Table(header, rows)`` with ``rows`` a list of sequences of cells; cells are shown with
+    ``str`` except floats, which use ``fmt`` (a format spec such as ``".3g"``). Used by the
+    book's chapters so that tables a reader should read are tables, not fixed-width text.
+    """
+
+    def __init__(self, header: Sequence[str], rows: Iterable[Sequence], fmt: str = ".4g",
+                 caption: str | None = None):
+        self.header = [str(h) for h in header]
+        self.rows = [[self._cell(c, fmt) for c in row] for row in rows]
+        self.caption = caption
+
+    @staticmethod
+    def _cell(c, fmt: str) -> str:
+        if isinstance(c, (float, np.floating)):
+            v = float(c)
+            if v != v:
+                return "nan"
+            if v in (float("inf"), float("-inf")):
+                return "inf" if v > 0 else "-inf"
+            return format(v, fmt)
+        return str(c)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+        head = "".join(f"<th>{escape(h)}</th>" for h in self.header)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+                       for row in self.rows)
+        cap = f"<caption>{escape(self.caption)}</caption>" if self.caption else ""
+        return (f'<table class="dataframe">{cap}<thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table>")
+
+    def __repr__(self) -> str:
+        widths = [max(len(r[i]) for r in [self.header] + self.rows) for i in range(len(self.header))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [self.header] + self.rows]
+        return "\n".join(([self.caption] if self.caption else []) + lines)
