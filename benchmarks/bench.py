@@ -5,14 +5,14 @@ Run:  JAX_PLATFORMS=cpu .venv/bin/python benchmarks/bench.py [--parts speed,boun
 Parts (all by default; a part left out keeps its previous entry of results.json):
 
 * speed: expnorm vs jax.nn.softmax, jax.nn.log_softmax, jax.scipy.special.logsumexp and
-  optax.softmax_cross_entropy_with_integer_labels on float32 shapes (4096, 32768),
+  optax.softmax_cross_entropy_with_integer_labels on float32 shapes (1024, 32768),
   (64, 262144), (1, 2**24), the two implementations timed alternately, and the machine's
-  copy bandwidth measured in the same run (numpy copy of a 512 MiB array).
+  copy bandwidth measured in the same run (numpy copy of a 128 MiB array).
 * bounds: what limits softmax here, each ingredient timed on its own in a fresh process: a
   copy, read passes (max alone, sum alone), the controls of the exponential (sum(exp(x))
   alone, sum(exp(x - max)), max and sum(exp(x)) computed independently in one jit), the
   float64 sum of exponentials, both logsumexps (one pass with exp, no large output),
-  ``x + 1`` into a fresh output, and both softmaxes; on (4096, 32768) with the default
+  ``x + 1`` into a fresh output, and both softmaxes; on (1024, 32768) with the default
   allocator and with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, and on (64, 262144) (rows of
   1 MiB, where logsumexp's speed differs) with the default allocator. Also records how many
   operations (fusions, reductions, custom calls) XLA compiled each jax function into.
@@ -46,13 +46,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results.json"
-SHAPES = [(4096, 32768), (64, 262144), (1, 2**24)]
+# Reduced from (4096, 32768) for a shared machine (a full run took > 15 min under a load
+# average of ~9 on 2 cores); 128 MiB is still 4 times the L3 cache of the benchmark machine.
+SHAPES = [(1024, 32768), (64, 262144), (1, 2**24)]
+COPY_BYTES = 128 * 2**20
 PY = sys.executable
 MIN_RUNS = 5
 # Linear cross-entropy sizes. Reduced from N=8192, D=1024, V=131072 (a 4 GiB logits matrix,
 # ~10 GiB peak, ~30 s per call) so that 5 runs of each variant fit in a few minutes on a
-# shared machine; the memory ratios, not the absolute sizes, are what the chapter uses.
-CE_SIZE = (4096, 512, 65536)
+# shared machine (N x V logits of 512 MiB).
+CE_SIZE = (2048, 512, 65536)
 CE_PROCESSES = 5
 # The files whose code each part runs (paths relative to the repository root).
 KERNELS = "src/expnorm/_native/kernels.cc"
@@ -163,7 +166,7 @@ def time_runs(fns, *args, warmup=2, reps=7):
     return times
 
 
-def copy_times(nbytes=512 * 2**20, reps=7):
+def copy_times(nbytes=COPY_BYTES, reps=7):
     """Times of a numpy copy into a preallocated array of `nbytes` (after 2 warm-up copies)."""
     import numpy as np
 
@@ -185,7 +188,7 @@ def speed_part():
     import expnorm
 
     copy = stats(copy_times())
-    copy_bw = 2 * 512 * 2**20 / copy["median_s"]
+    copy_bw = 2 * COPY_BYTES / copy["median_s"]
     ops = {
         "softmax": (lambda x, l: expnorm.softmax(x), lambda x, l: jax.nn.softmax(x),
                     "jax.nn.softmax", True),
@@ -203,7 +206,7 @@ def speed_part():
         x = jax.random.normal(jax.random.key(0), shape, jnp.float32) * 4
         labels = jax.random.randint(jax.random.key(1), shape[:-1], 0, shape[-1])
         nbytes = x.size * 4
-        reps = 7 if nbytes >= 2**28 else 11
+        reps = 7 if nbytes >= 2**27 else 11
         for name, (ours, theirs, ref_name, full_output) in ops.items():
             moved = nbytes * (2 if full_output else 1)
             t_ours, t_ref = time_runs([jax.jit(ours), jax.jit(theirs)], x, labels, reps=reps)
@@ -228,8 +231,8 @@ def _fmt(s):
 # ------------------------------------------------------------------------------- bounds
 
 BOUNDS_RUNS = [  # (shape, allocator label, extra environment)
-    ((4096, 32768), "default_malloc", {}),
-    ((4096, 32768), "hugetlb", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}),
+    ((1024, 32768), "default_malloc", {}),
+    ((1024, 32768), "hugetlb", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}),
     ((64, 262144), "default_malloc", {}),
 ]
 
@@ -280,7 +283,7 @@ def bounds_child(rows, cols):
 
     x = jax.random.normal(jax.random.key(0), (rows, cols), jnp.float32) * 4
     out, ops = {}, {}
-    reps = 7 if x.size * 4 >= 2**28 else 11
+    reps = 7 if x.size * 4 >= 2**27 else 11
     for name, f in bounds_kernels().items():
         if f is None:
             out[name] = stats(copy_times(x.size * 4, reps=reps))
