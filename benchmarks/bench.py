@@ -14,7 +14,8 @@ Parts (all by default; a part left out keeps its previous entry of results.json)
   float64 sum of exponentials, both logsumexps (one pass with exp, no large output),
   ``x + 1`` into a fresh output, and both softmaxes; on (1024, 32768) with the default
   allocator and with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, and on (64, 262144) (rows of
-  1 MiB, where logsumexp's speed differs) with the default allocator. Also records how many
+  1 MiB, where logsumexp's speed differs) with the default allocator, once more with
+  ``OMP_NUM_THREADS=1`` (expnorm's kernels on one thread). Also records how many
   operations (fusions, reductions, custom calls) XLA compiled each jax function into.
 * attention: peak resident memory of plain vs tiled attention for increasing N, one process
   per measurement (benchmarks/attention_memory.py).
@@ -234,6 +235,8 @@ BOUNDS_RUNS = [  # (shape, allocator label, extra environment)
     ((1024, 32768), "default_malloc", {}),
     ((1024, 32768), "hugetlb", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}),
     ((64, 262144), "default_malloc", {}),
+    # expnorm's kernels run on all cores with OpenMP; XLA's thread pool ignores this variable
+    ((64, 262144), "default_malloc", {"OMP_NUM_THREADS": "1"}),
 ]
 
 
@@ -313,8 +316,9 @@ def bounds_part():
         child = json.loads(proc.stdout.strip().splitlines()[-1])
         res["runs"].append({"shape": list(shape), "bytes": shape[0] * shape[1] * 4,
                             "allocator": label, "glibc_tunables": extra.get("GLIBC_TUNABLES", ""),
+                            "omp_num_threads": extra.get("OMP_NUM_THREADS", "default"),
                             "load_average_before": before, **child})
-        print(label, shape, {k: _fmt(v) for k, v in child["timings"].items()}, flush=True)
+        print(label, shape, extra, {k: _fmt(v) for k, v in child["timings"].items()}, flush=True)
     return res
 
 
