@@ -5,27 +5,36 @@ Run:  JAX_PLATFORMS=cpu .venv/bin/python benchmarks/bench.py [--parts speed,boun
 Parts (all by default; a part left out keeps its previous entry of results.json):
 
 * speed: expnorm vs jax.nn.softmax, jax.nn.log_softmax, jax.scipy.special.logsumexp and
-  optax.softmax_cross_entropy_with_integer_labels on float32 shapes (4096, 32768),
-  (64, 262144), (1, 2**24): median time of several calls after warm-up (the two
-  implementations timed alternately), effective bandwidth
-  (bytes that must be read and written, over the time), ratio to jax, and ratio to the
-  machine's copy bandwidth measured in the same run (numpy copy of a 512 MiB array).
-* bounds: what limits softmax here: a copy, one read pass (max), sum(exp(x - max)) in
-  float32 and float64, both logsumexps (one pass with exp, no large output),
-  ``x + 1`` into a fresh output, and both softmaxes, each in a subprocess with the default
-  allocator and with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``.
+  optax.softmax_cross_entropy_with_integer_labels on float32 shapes (1024, 32768),
+  (64, 262144), (1, 2**24), the two implementations timed alternately, and the machine's
+  copy bandwidth measured in the same run (numpy copy of a 128 MiB array).
+* bounds: what limits softmax here, each ingredient timed on its own in a fresh process: a
+  copy, read passes (max alone, sum alone), the controls of the exponential (sum(exp(x))
+  alone, sum(exp(x - max)), max and sum(exp(x)) computed independently in one jit), the
+  float64 sum of exponentials, both logsumexps (one pass with exp, no large output),
+  ``x + 1`` into a fresh output, and both softmaxes; on (1024, 32768) with the default
+  allocator and with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, and on (64, 262144) (rows of
+  1 MiB, where logsumexp's speed differs) with the default allocator, once more with
+  ``OMP_NUM_THREADS=1`` (expnorm's kernels on one thread). Also records how many
+  operations (fusions, reductions, custom calls) XLA compiled each jax function into.
 * attention: peak resident memory of plain vs tiled attention for increasing N, one process
   per measurement (benchmarks/attention_memory.py).
-* ce: linear cross-entropy N=8192, D=1024, V=131072 forward+backward, naive vs chunked vs
-  fused, one process each, run one after the other (benchmarks/ce_memory.py; ~10 GiB peak).
+* ce: linear cross-entropy forward+backward, naive vs chunked vs fused, each variant in
+  CE_PROCESSES fresh processes run one after the other (the variants interleaved), each
+  process timing its second call (benchmarks/ce_memory.py).
 
-Timings on a shared machine vary by 20-30% between runs; compare ratios within one run.
+Every timing is stored as its median, min and max over at least 5 runs, with every run;
+conclusions are drawn only from ratios outside the measured spread. Each part stores the
+load average of the machine before and after it (the machine may be shared), and the sha256
+of the files whose code it ran (tests/test_benchmark_results.py checks them against the
+files: results from older code fail the test).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -36,9 +45,61 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 RESULTS = HERE / "results.json"
-SHAPES = [(4096, 32768), (64, 262144), (1, 2**24)]
+# Reduced from (4096, 32768) for a shared machine (a full run took > 15 min under a load
+# average of ~9 on 2 cores); 128 MiB is still 4 times the L3 cache of the benchmark machine.
+SHAPES = [(1024, 32768), (64, 262144), (1, 2**24)]
+COPY_BYTES = 128 * 2**20
 PY = sys.executable
+MIN_RUNS = 5
+# Linear cross-entropy sizes. Reduced from N=8192, D=1024, V=131072 (a 4 GiB logits matrix,
+# ~10 GiB peak, ~30 s per call) so that 5 runs of each variant fit in a few minutes on a
+# shared machine (N x V logits of 512 MiB).
+CE_SIZE = (2048, 512, 65536)
+CE_PROCESSES = 5
+# The files whose code each part runs (paths relative to the repository root).
+KERNELS = "src/expnorm/_native/kernels.cc"
+SOURCES = {
+    "speed": [KERNELS, "benchmarks/bench.py"],
+    "bounds": [KERNELS, "benchmarks/bench.py"],
+    "attention": ["benchmarks/bench.py", "benchmarks/attention_memory.py"],
+    "ce": ["benchmarks/bench.py", "benchmarks/ce_memory.py"],
+}
+
+
+def sha256(relpath):
+    return hashlib.sha256((ROOT / relpath).read_bytes()).hexdigest()
+
+
+def stats(times):
+    """The summary stored for every timing: median, spread (min, max) and all runs."""
+    if len(times) < MIN_RUNS:
+        raise ValueError(f"{len(times)} runs; at least {MIN_RUNS} are required")
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "runs": len(times), "times_s": list(times)}
+
+
+def load_average():
+    one, five, fifteen = os.getloadavg()
+    return {"1min": one, "5min": five, "15min": fifteen}
+
+
+def _read(path):
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def cpu_caches():
+    """The caches of cpu0, from sysfs: level, type, size, and which CPUs share each."""
+    caches = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        caches.append({"level": _read(index / "level"), "type": _read(index / "type"),
+                       "size": _read(index / "size"),
+                       "shared_cpu_list": _read(index / "shared_cpu_list")})
+    return caches
 
 
 def machine_info():
@@ -48,13 +109,18 @@ def machine_info():
 
     from expnorm import _native
 
-    model = "unknown"
+    model, flags, mhz = "unknown", set(), None
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+                elif key == "cpu MHz" and mhz is None:
+                    mhz = float(value)
     except OSError:
         pass
     mem = None
@@ -65,8 +131,12 @@ def machine_info():
         pass
     return {
         "cpu_model": model,
+        "cpu_mhz": mhz,
         "logical_cpus": os.cpu_count(),
         "cpus_available": len(os.sched_getaffinity(0)),
+        "virtual_machine": "hypervisor" in flags,
+        "simd": sorted(flags & {"avx", "avx2", "fma", "avx512f"}),
+        "caches": cpu_caches(),
         "memory_bytes": mem,
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -75,14 +145,14 @@ def machine_info():
         "optax": optax.__version__,
         "date": datetime.date.today().isoformat(),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-        "expnorm_native_kernels": _native.status(),
+        "expnorm_native_kernels": _native.status().split(" ")[0],
     }
 
 
-def median_times(fns, *args, warmup=2, reps=7):
-    """Median time of each function after warm-up. Several functions are timed alternately
-    (f1, f2, f1, f2, ...), so that a change in the machine's state during the run (other
-    load, memory) affects them alike."""
+def time_runs(fns, *args, warmup=2, reps=7):
+    """The times of `reps` calls of each function after warm-up. Several functions are timed
+    alternately (f1, f2, f1, f2, ...), so that a change in the machine's state during the run
+    (other load, memory) affects them alike."""
     import jax
 
     for _ in range(warmup):
@@ -94,15 +164,11 @@ def median_times(fns, *args, warmup=2, reps=7):
             t0 = time.perf_counter()
             jax.block_until_ready(fn(*args))
             ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
+    return times
 
 
-def median_time(fn, *args, warmup=2, reps=7):
-    return median_times([fn], *args, warmup=warmup, reps=reps)[0]
-
-
-def copy_bandwidth(nbytes=512 * 2**20, reps=7):
-    """numpy copy into a preallocated array: (read + write bytes) / median time."""
+def copy_times(nbytes=COPY_BYTES, reps=7):
+    """Times of a numpy copy into a preallocated array of `nbytes` (after 2 warm-up copies)."""
     import numpy as np
 
     src = np.random.default_rng(0).random(nbytes // 4, dtype=np.float32)
@@ -112,7 +178,7 @@ def copy_bandwidth(nbytes=512 * 2**20, reps=7):
         t0 = time.perf_counter()
         np.copyto(dst, src)
         times.append(time.perf_counter() - t0)
-    return 2 * nbytes / statistics.median(times[2:])
+    return times[2:]
 
 
 def speed_part():
@@ -122,7 +188,8 @@ def speed_part():
 
     import expnorm
 
-    copy_bw = copy_bandwidth()
+    copy = stats(copy_times())
+    copy_bw = 2 * COPY_BYTES / copy["median_s"]
     ops = {
         "softmax": (lambda x, l: expnorm.softmax(x), lambda x, l: jax.nn.softmax(x),
                     "jax.nn.softmax", True),
@@ -140,57 +207,94 @@ def speed_part():
         x = jax.random.normal(jax.random.key(0), shape, jnp.float32) * 4
         labels = jax.random.randint(jax.random.key(1), shape[:-1], 0, shape[-1])
         nbytes = x.size * 4
-        reps = 7 if nbytes >= 2**28 else 11
+        reps = 7 if nbytes >= 2**27 else 11
         for name, (ours, theirs, ref_name, full_output) in ops.items():
             moved = nbytes * (2 if full_output else 1)
-            t_ours, t_ref = median_times([jax.jit(ours), jax.jit(theirs)], x, labels, reps=reps)
+            t_ours, t_ref = time_runs([jax.jit(ours), jax.jit(theirs)], x, labels, reps=reps)
+            s_ours, s_ref = stats(t_ours), stats(t_ref)
             rows.append({
                 "op": name, "reference": ref_name, "shape": list(shape), "dtype": "float32",
-                "bytes_moved": moved,
-                "expnorm_s": t_ours, "reference_s": t_ref,
-                "expnorm_GBps": moved / t_ours / 1e9, "reference_GBps": moved / t_ref / 1e9,
-                "speedup_vs_reference": t_ref / t_ours,
-                "expnorm_fraction_of_copy_bw": moved / t_ours / copy_bw,
-                "reference_fraction_of_copy_bw": moved / t_ref / copy_bw,
+                "bytes_moved": moved, "expnorm": s_ours, "reference_timing": s_ref,
+                "speedup_vs_reference": s_ref["median_s"] / s_ours["median_s"],
+                "expnorm_fraction_of_copy_bw": moved / s_ours["median_s"] / copy_bw,
+                "reference_fraction_of_copy_bw": moved / s_ref["median_s"] / copy_bw,
             })
-            print(f"{name:14s} {str(shape):16s} expnorm {t_ours * 1e3:8.2f} ms  "
-                  f"{ref_name} {t_ref * 1e3:8.2f} ms  speedup {t_ref / t_ours:5.2f}", flush=True)
-    return {"copy_bandwidth_GBps": copy_bw / 1e9, "rows": rows}
+            print(f"{name:14s} {str(shape):16s} expnorm {_fmt(s_ours)}  "
+                  f"{ref_name} {_fmt(s_ref)}  speedup {s_ref['median_s'] / s_ours['median_s']:5.2f}",
+                  flush=True)
+    return {"copy": copy, "copy_bandwidth_GBps": copy_bw / 1e9, "rows": rows}
+
+
+def _fmt(s):
+    return (f"{s['median_s'] * 1e3:8.2f} ms [{s['min_s'] * 1e3:.2f}-{s['max_s'] * 1e3:.2f}]")
 
 
 # ------------------------------------------------------------------------------- bounds
 
+BOUNDS_RUNS = [  # (shape, allocator label, extra environment)
+    ((1024, 32768), "default_malloc", {}),
+    ((1024, 32768), "hugetlb", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}),
+    ((64, 262144), "default_malloc", {}),
+    # expnorm's kernels run on all cores with OpenMP; XLA's thread pool ignores this variable
+    ((64, 262144), "default_malloc", {"OMP_NUM_THREADS": "1"}),
+]
 
-def bounds_child():
-    """Runs in a subprocess: the cost of each ingredient of softmax on (4096, 32768) float32."""
+
+def bounds_kernels():
     import jax
     import jax.numpy as jnp
 
     import expnorm
 
-    x = jax.random.normal(jax.random.key(0), (4096, 32768), jnp.float32) * 4
-    kernels = {
+    def shifted(x):
+        return jnp.sum(jnp.exp(x - jnp.max(x, axis=-1, keepdims=True)), axis=-1)
+
+    return {
         "numpy_copy_preallocated": None,
-        "max_one_read_pass": jax.jit(lambda x: jnp.max(x, axis=-1)),
-        "sum_exp_shifted_f32": jax.jit(
-            lambda x: jnp.sum(jnp.exp(x - jnp.max(x, axis=-1, keepdims=True)), axis=-1)),
-        "sum_exp_shifted_f64": jax.jit(
-            lambda x: _wide_sum_exp(x)),
-        "x_plus_1_fresh_output": jax.jit(lambda x: x + 1.0),
+        # read passes with almost no arithmetic
+        "max_alone": lambda x: jnp.max(x, axis=-1),
+        "sum_alone": lambda x: jnp.sum(x, axis=-1),
+        # the controls of the exponential
+        "sum_exp_alone": lambda x: jnp.sum(jnp.exp(x), axis=-1),
+        "sum_exp_shifted_f32": shifted,
+        "max_and_sum_exp_independent": lambda x: (jnp.max(x, axis=-1),
+                                                  jnp.sum(jnp.exp(x), axis=-1)),
+        "sum_exp_shifted_f64": _wide_sum_exp,
+        "x_plus_1_fresh_output": lambda x: x + 1.0,
         # one read pass plus exp and a sum, no large output: float32 exp (jax) against the
         # kernel's float64 exp (expnorm)
-        "jax.scipy.special.logsumexp": jax.jit(lambda x: jax.scipy.special.logsumexp(x, axis=-1)),
-        "expnorm.logsumexp": jax.jit(lambda x: expnorm.logsumexp(x, axis=-1)),
-        "jax.nn.softmax": jax.jit(jax.nn.softmax),
-        "expnorm.softmax": jax.jit(expnorm.softmax),
+        "jax.scipy.special.logsumexp": lambda x: jax.scipy.special.logsumexp(x, axis=-1),
+        "expnorm.logsumexp": lambda x: expnorm.logsumexp(x, axis=-1),
+        "jax.nn.softmax": jax.nn.softmax,
+        "expnorm.softmax": expnorm.softmax,
     }
-    out = {}
-    for name, f in kernels.items():
+
+
+def _entry_ops(compiled_text):
+    """The number of fusions, unfused reductions and custom calls (expnorm's kernels) in the
+    entry computation of a compiled XLA CPU program: the loops it runs over the data, roughly."""
+    entry = compiled_text[compiled_text.index("ENTRY"):]
+    entry = entry[: entry.index("\n}") if "\n}" in entry else len(entry)]
+    return sum(1 for line in entry.splitlines()
+               if " fusion(" in line or " reduce(" in line or " custom-call(" in line)
+
+
+def bounds_child(rows, cols):
+    """Runs in a subprocess: the cost of each ingredient of softmax on (rows, cols) float32."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jax.random.normal(jax.random.key(0), (rows, cols), jnp.float32) * 4
+    out, ops = {}, {}
+    reps = 7 if x.size * 4 >= 2**27 else 11
+    for name, f in bounds_kernels().items():
         if f is None:
-            out[name] = 2 * x.size * 4 / copy_bandwidth(x.size * 4)
-        else:
-            out[name] = median_time(f, x, reps=7)
-    print(json.dumps(out))
+            out[name] = stats(copy_times(x.size * 4, reps=reps))
+            continue
+        jf = jax.jit(f)
+        ops[name] = _entry_ops(jf.lower(x).compile().as_text())
+        out[name] = stats(time_runs([jf], x, reps=reps if name != "sum_exp_shifted_f64" else 5)[0])
+    print(json.dumps({"timings": out, "xla_entry_ops": ops}))
 
 
 def _wide_sum_exp(x):
@@ -203,14 +307,18 @@ def _wide_sum_exp(x):
 
 
 def bounds_part():
-    res = {"shape": [4096, 32768], "dtype": "float32", "bytes": 4096 * 32768 * 4}
-    for label, extra in (("default_malloc", {}),
-                         ("hugetlb", {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})):
+    res = {"dtype": "float32", "runs": []}
+    for shape, label, extra in BOUNDS_RUNS:
         env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
-        proc = subprocess.run([PY, __file__, "--bounds-child"], env=env, capture_output=True,
-                              text=True, check=True)
-        res[label] = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(label, {k: round(v * 1e3, 1) for k, v in res[label].items()}, "ms", flush=True)
+        before = load_average()
+        proc = subprocess.run([PY, __file__, "--bounds-child", *map(str, shape)], env=env,
+                              capture_output=True, text=True, check=True)
+        child = json.loads(proc.stdout.strip().splitlines()[-1])
+        res["runs"].append({"shape": list(shape), "bytes": shape[0] * shape[1] * 4,
+                            "allocator": label, "glibc_tunables": extra.get("GLIBC_TUNABLES", ""),
+                            "omp_num_threads": extra.get("OMP_NUM_THREADS", "default"),
+                            "load_average_before": before, **child})
+        print(label, shape, extra, {k: _fmt(v) for k, v in child["timings"].items()}, flush=True)
     return res
 
 
@@ -236,38 +344,59 @@ def attention_part():
 
 
 def ce_part():
-    n, d, v = 8192, 1024, 131072
-    out = {"n": n, "d": d, "v": v, "dtype": "float32", "runs": {}}
-    for variant in ("naive", "chunked", "fused"):  # sequentially: never two at once
-        r = _child("ce_memory.py", variant, n, d, v, 1)
-        out["runs"][variant] = r
-        print("ce", variant, f"peak {r['peak_rss_bytes'] / 2**30:.2f} GiB",
-              f"time {r['times_s']}", flush=True)
+    n, d, v = CE_SIZE
+    variants = ("naive", "chunked", "fused")
+    out = {"n": n, "d": d, "v": v, "dtype": "float32", "processes": CE_PROCESSES,
+           "timed_call": "the second call in each process (the first one after compiling "
+                         "is run untimed)", "runs": {}}
+    per = {name: [] for name in variants}
+    for i in range(CE_PROCESSES):
+        for variant in variants:  # sequentially: never two at once; interleaved
+            r = _child("ce_memory.py", variant, n, d, v, 2)
+            per[variant].append(r)
+            print("ce", i, variant, f"peak {r['peak_rss_bytes'] / 2**30:.2f} GiB",
+                  f"times {[round(t, 2) for t in r['times_s']]}", flush=True)
+    for variant, procs in per.items():
+        peaks = [p["peak_rss_bytes"] for p in procs]
+        bases = [p["baseline_rss_bytes"] for p in procs]
+        extra = [p - b for p, b in zip(peaks, bases)]
+        out["runs"][variant] = {
+            "loss": procs[0]["loss"], "losses": [p["loss"] for p in procs],
+            "peak_rss_bytes": _int_stats(peaks), "baseline_rss_bytes": _int_stats(bases),
+            "extra_rss_bytes": _int_stats(extra),
+            "time": stats([p["times_s"][-1] for p in procs]),
+        }
     naive = out["runs"]["naive"]
     for variant in ("chunked", "fused"):
         r = out["runs"][variant]
-        r["peak_ratio_to_naive"] = r["peak_rss_bytes"] / naive["peak_rss_bytes"]
-        r["time_ratio_to_naive"] = min(r["times_s"]) / min(naive["times_s"])
+        r["peak_ratio_to_naive"] = r["peak_rss_bytes"]["median"] / naive["peak_rss_bytes"]["median"]
+        r["extra_ratio_to_naive"] = (r["extra_rss_bytes"]["median"]
+                                     / naive["extra_rss_bytes"]["median"])
+        r["time_ratio_to_naive"] = r["time"]["median_s"] / naive["time"]["median_s"]
     return out
+
+
+def _int_stats(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "values": list(values)}
 
 
 PARTS = {"speed": speed_part, "bounds": bounds_part, "attention": attention_part, "ce": ce_part}
 
 
 def print_table(speed):
-    print(f"\ncopy bandwidth (numpy, read + write): {speed['copy_bandwidth_GBps']:.1f} GB/s")
-    print(f"{'op':14s} {'shape':16s} {'expnorm ms':>10s} {'jax ms':>9s} {'GB/s ours':>9s} "
-          f"{'GB/s jax':>9s} {'speedup':>7s} {'ours/copy':>9s} {'jax/copy':>8s}")
+    print(f"\ncopy bandwidth (numpy, read + write): {speed['copy_bandwidth_GBps']:.1f} GB/s "
+          f"(copy {_fmt(speed['copy'])})")
+    print("median ms [min-max] over the runs")
     for r in speed["rows"]:
-        print(f"{r['op']:14s} {str(tuple(r['shape'])):16s} {r['expnorm_s'] * 1e3:10.2f} "
-              f"{r['reference_s'] * 1e3:9.2f} {r['expnorm_GBps']:9.2f} {r['reference_GBps']:9.2f} "
-              f"{r['speedup_vs_reference']:7.2f} {r['expnorm_fraction_of_copy_bw']:9.2f} "
-              f"{r['reference_fraction_of_copy_bw']:8.2f}")
+        print(f"{r['op']:14s} {str(tuple(r['shape'])):16s} expnorm {_fmt(r['expnorm'])}  "
+              f"reference {_fmt(r['reference_timing'])}  speedup {r['speedup_vs_reference']:5.2f}")
 
 
 def main():
     if "--bounds-child" in sys.argv:
-        bounds_child()
+        i = sys.argv.index("--bounds-child")
+        bounds_child(int(sys.argv[i + 1]), int(sys.argv[i + 2]))
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--parts", default=",".join(PARTS))
@@ -275,8 +404,16 @@ def main():
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["machine"] = machine_info()
     for part in args.parts.split(","):
-        results[part] = PARTS[part]()
+        t0, before = time.time(), load_average()
+        entry = PARTS[part]()
+        entry["sources_sha256"] = {path: sha256(path) for path in SOURCES[part]}
+        entry["load_average_before"], entry["load_average_after"] = before, load_average()
+        entry["wall_time_s"] = time.time() - t0
+        entry["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        results[part] = entry
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"part {part}: {entry['wall_time_s']:.0f} s, load average "
+              f"{before['1min']:.1f} -> {entry['load_average_after']['1min']:.1f}", flush=True)
     if "speed" in results:
         print_table(results["speed"])
     print(f"\nwrote {RESULTS}")
