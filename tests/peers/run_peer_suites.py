@@ -36,34 +36,44 @@ MODULES = {
 }
 
 
-def run_one(suite: str, swap: bool, verbose: bool = False) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        ini = Path(tmp) / "pytest.ini"
-        ini.write_text("[pytest]\n")  # not the project's pytest settings
-        cmd = [sys.executable, "-m", "pytest", str(SITE / MODULES[suite]),
-               "-c", str(ini), "--rootdir", str(SITE), "--confcutdir", str(SITE),
-               "-p", "peer_plugin", "-p", "no:cacheprovider", "-q", "--no-header",
-               "-W", "ignore::DeprecationWarning",
-               "--peer-suite", suite, "--peer-differences", str(DIFFERENCES),
-               "--peer-report", str(report)]
-        if swap:
-            cmd.append("--peer-swap")
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-               **ENV[suite]}
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)
-        elapsed = time.perf_counter() - t0
-        if not report.exists():
-            raise RuntimeError(f"{suite} run wrote no report (exit {proc.returncode}):\n"
-                               f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-        out = json.loads(report.read_text())
-        out["seconds"] = round(elapsed, 1)
-        out["returncode"] = proc.returncode
-        if verbose:
-            print(proc.stdout[-6000:])
-        return out
+def start(suite: str, swap: bool, tmp: Path) -> dict:
+    """Start one pytest process (control or swapped); returns what finish() needs."""
+    kind = "swapped" if swap else "control"
+    report = tmp / f"{suite}-{kind}.json"
+    ini = tmp / "pytest.ini"
+    ini.write_text("[pytest]\n")  # not the project's pytest settings
+    cmd = [sys.executable, "-m", "pytest", str(SITE / MODULES[suite]),
+           "-c", str(ini), "--rootdir", str(SITE), "--confcutdir", str(SITE),
+           "-p", "peer_plugin", "-p", "no:cacheprovider", "-q", "--no-header",
+           "-W", "ignore::DeprecationWarning",
+           "--peer-suite", suite, "--peer-differences", str(DIFFERENCES),
+           "--peer-report", str(report)]
+    if swap:
+        cmd.append("--peer-swap")
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONDONTWRITEBYTECODE": "1",
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+           **ENV[suite]}
+    log = open(tmp / f"{suite}-{kind}.log", "w+")
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
+                            text=True)
+    return {"proc": proc, "log": log, "report": report, "t0": time.perf_counter(),
+            "name": f"{suite} {kind}"}
+
+
+def finish(run: dict, verbose: bool = False) -> dict:
+    rc = run["proc"].wait()
+    elapsed = time.perf_counter() - run["t0"]
+    run["log"].seek(0)
+    text = run["log"].read()
+    run["log"].close()
+    if verbose:
+        print(text[-6000:])
+    if not run["report"].exists():
+        raise RuntimeError(f"{run['name']} wrote no report (exit {rc}):\n{text[-4000:]}")
+    out = json.loads(run["report"].read_text())
+    out["seconds"] = round(elapsed, 1)
+    out["returncode"] = rc
+    return out
 
 
 def problems(control: dict, swapped: dict) -> list[str]:
@@ -107,13 +117,16 @@ def main(argv=None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     results, bad = [], []
-    for suite in args.suite or sorted(MODULES):
-        control = run_one(suite, False, args.verbose)
-        swapped = run_one(suite, True, args.verbose)
-        print(line(control))
-        print(line(swapped))
-        results += [control, swapped]
-        bad += problems(control, swapped)
+    suites = args.suite or sorted(MODULES)
+    with tempfile.TemporaryDirectory() as tmp:
+        for suite in suites:
+            # control and swapped side by side (two processes)
+            runs = [start(suite, False, Path(tmp)), start(suite, True, Path(tmp))]
+            control, swapped = (finish(r, args.verbose) for r in runs)
+            print(line(control))
+            print(line(swapped), flush=True)
+            results += [control, swapped]
+            bad += problems(control, swapped)
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": results, "problems": bad}, indent=1))
     for b in bad:
