@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.special as sps
-from jax import ad_checkpoint
+from jax._src import ad_checkpoint  # saved_residuals, as jax's own nn_test uses it
 from jax.test_util import check_grads
 
 import expnorm
