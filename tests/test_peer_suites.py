@@ -10,6 +10,7 @@ scipy" table).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -21,10 +22,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "tests" / "peers"
-sys.path.insert(0, str(PEERS))
-import run_peer_suites  # noqa: E402
-
-sys.path.remove(str(PEERS))
+_spec = importlib.util.spec_from_file_location("run_peer_suites", PEERS / "run_peer_suites.py")
+run_peer_suites = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_peer_suites)
 
 
 @pytest.fixture(scope="module")
