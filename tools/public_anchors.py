@@ -5,11 +5,12 @@
                                                           # tests/data/public-anchors.txt
 
 An entry is ``<page>.html`` or ``<page>.html#<id>``, relative to the site's base URL. The ids
-are those of the page's article that come from a name the authors chose: section titles and
-labels, theorems and proofs (sphinx-proof), figures, exercises and solutions
-(sphinx-exercise), labelled equations (``equation-<label>``), bibliography entries. Ids that
-Sphinx numbers by itself (``id3``, footnotes, citation back-references) are not public: they
-change when text is added before them.
+are the names the authors chose: every label of the site's ``objects.inv`` (section labels,
+figures, exercises, labelled solutions), every labelled sphinx-proof block (theorems,
+definitions, ...) and every labelled equation (``equation-<label>``), each checked to be an id
+in its page's article. Ids Sphinx makes up (``id3``, a section's id from its title, a
+solution numbered by position as ``<docname>-solution-4``) are not public: they change when
+text changes.
 
 tests/test_public_anchors.py fails when a build drops or renames an entry of the manifest;
 a later version may only add entries, which `--append` does when a version is released.
@@ -18,7 +19,6 @@ a later version may only add entries, which `--append` does when a version is re
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
@@ -26,27 +26,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "tests" / "data" / "public-anchors.txt"
 SKIP_DIRS = {"_static", "_sources", "_images"}
-# Ids Sphinx, MyST-NB or the theme generate by number or for their own machinery.
-GENERATED = re.compile(
-    r"^(id\d+|fn\d+|footnote-\d+|cite-\w+|citation-\d+|cell-.*|nb-.*|searchbox|"
-    r"mathjax.*|MathJax.*|sphinx-.*|pst-.*|bd-.*|jb-.*|main-content|myst-nb.*|"
-    r"index-\d+|target-\d+)$")
+NOT_PAGES = {"genindex.html", "search.html", "py-modindex.html", "prf-prf.html"}
 
 
 class ArticleIds(HTMLParser):
-    """Ids inside the page's <article> (the content, not the theme's navigation)."""
+    """(id, class) of the elements inside the page's <article> (not the theme's navigation)."""
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
         self.depth = 0
-        self.ids: set[str] = set()
+        self.ids: dict[str, str] = {}
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "article":
             self.depth += 1
         if self.depth and a.get("id"):
-            self.ids.add(a["id"])
+            self.ids.setdefault(a["id"], a.get("class") or "")
 
     def handle_endtag(self, tag):
         if tag == "article" and self.depth:
@@ -58,21 +54,46 @@ def pages(site: Path) -> list[Path]:
                   if not SKIP_DIRS & set(p.relative_to(site).parts))
 
 
-def is_redirect(html: str) -> bool:
-    return 'http-equiv="refresh"' in html.lower()
+def explicit_labels(site: Path) -> set[str]:
+    """``page#id`` of every label in the site's objects.inv (names the authors wrote)."""
+    from sphinx.util.inventory import InventoryFile
+
+    with open(site / "objects.inv", "rb") as f:
+        inv = InventoryFile.load(f, "", lambda base, uri: uri)
+    out = set()
+    for entries in inv.values():
+        for name, item in entries.items():
+            uri = item[2]
+            if "#" in uri:
+                out.add(uri)
+    return out
+
+
+def is_public(anchor: str, css: str, labels: set[str], page: str) -> bool:
+    if "/" in anchor:  # numbered by sphinx-exercise ("<docname>-solution-4"): not stable
+        return False
+    if f"{page}#{anchor}" in labels or anchor.startswith("equation-"):
+        return True
+    classes = css.split()
+    # sphinx-proof: theorem, definition, ... carry the label as id ("proof" alone is a proof)
+    return "proof" in classes and len(classes) > 2 and anchor != "proof"
 
 
 def surface(site: Path) -> set[str]:
+    labels = explicit_labels(site)
     out: set[str] = set()
     for page in pages(site):
         rel = page.relative_to(site).as_posix()
         html = page.read_text(encoding="utf-8")
+        if rel in NOT_PAGES:
+            continue
         out.add(rel)
-        if is_redirect(html) or rel in ("genindex.html", "search.html"):
+        if 'http-equiv="refresh"' in html.lower():
             continue
         parser = ArticleIds()
         parser.feed(html)
-        out.update(f"{rel}#{i}" for i in parser.ids if not GENERATED.match(i))
+        out.update(f"{rel}#{i}" for i, css in parser.ids.items()
+                   if is_public(i, css, labels, rel))
     return out
 
 
