@@ -72,7 +72,7 @@ pdf: $(STAMP) sysdeps
 	$(BIN)/jupyter-book build . --builder pdflatex --individualpages -W -n --keep-going \
 	    --path-output $(HANDOUTS)
 	mkdir -p _build/pdf
-	cp $(HANDOUTS)/_build/latex/[0-9]*.pdf _build/pdf/
+	cp $(HANDOUTS)/_build/latex/*.pdf _build/pdf/
 	if [ -d _build/html ]; then mkdir -p _build/html/pdf && cp _build/pdf/*.pdf _build/html/pdf/; fi
 	@echo "The PDF is at $(CURDIR)/_build/latex/why-softmax.pdf; one per chapter in _build/pdf/"
 

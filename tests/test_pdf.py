@@ -1,8 +1,14 @@
-"""`make pdf`: the whole book as one PDF, with every chapter and no undefined reference.
+"""`make pdf`: the whole book as one PDF, and one PDF handout per page.
 
 Builds exactly like `make pdf` (`jupyter-book build . --builder pdflatex -W -n --keep-going`,
-XeLaTeX through latexmk), from scratch, into _build/test-pdf. Needs TeX Live, latexmk, xindy
-and poppler-utils (`make test` installs them when it can); a missing tool fails the test.
+XeLaTeX through latexmk), from scratch, into _build/test-pdf; and the handouts (the same with
+`--individualpages`) into _build/test-handouts. Needs TeX Live, latexmk, xindy and
+poppler-utils (`make test` installs them when it can); a missing tool fails the test.
+
+Every chapter (every notebook of the table of contents) has its handout: its title, its own
+figures, the entries of the bibliography it cites, no "??" (an undefined reference) and no
+undefined reference in the LaTeX log; the page count of each is printed. Each chapter page of
+the site links to its handout, at the place `make pdf` copies it to.
 """
 
 import re
@@ -10,8 +16,10 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
-from conftest import ARTIFACTS, ROOT, build_env, jupyter_book, source_of, toc_files
+from conftest import (ARTIFACTS, ROOT, build_env, chapter_docnames, jupyter_book, source_of,
+                      toc_files)
 
 TOOLS = ["xelatex", "latexmk", "xindy", "pdftotext", "pdfinfo"]
 HINT = ("sudo apt-get install latexmk xindy texlive-latex-recommended texlive-latex-extra "
@@ -78,3 +86,65 @@ def test_latex_log_has_no_undefined_reference(pdf):
     bad = [line for line in log.splitlines() if re.search(r"undefined", line, re.I)]
     assert not bad, "undefined references or citations in the LaTeX log:\n" + "\n".join(bad[:20])
     assert "Label(s) may have changed" not in log, "LaTeX did not settle its cross-references"
+
+
+@pytest.fixture(scope="module")
+def handouts():
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"missing {missing}: {HINT} (or run `make test` as root)", pytrace=False)
+    out = ROOT / "_build" / "test-handouts"
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run(
+        [jupyter_book(), "build", str(ROOT), "--builder", "pdflatex", "--individualpages",
+         "-W", "-n", "--keep-going", "--path-output", str(out)],
+        capture_output=True, text=True, cwd=ROOT, env=build_env(),
+    )
+    assert proc.returncode == 0, f"handouts failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    return out / "_build" / "latex"
+
+
+def pdf_pages(pdf) -> int:
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True)
+    return int(re.search(r"Pages:\s+(\d+)", info.stdout).group(1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc", chapter_docnames())
+def test_every_chapter_has_its_handout(handouts, doc, capsys):
+    name = doc.rsplit("/", 1)[-1]
+    pdf = handouts / f"{name}.pdf"
+    assert pdf.is_file(), f"{doc}: no handout {pdf.name}"
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    assert letters(title_of(doc)) in letters(text[:3000]), f"{doc}: title not on the first page"
+    assert "??" not in text, f"{doc}: undefined reference (??) in the handout"
+    log = pdf.with_suffix(".log").read_text(encoding="utf-8", errors="replace")
+    bad = [l for l in log.splitlines() if re.search(r"undefined", l, re.I)]
+    assert not bad, f"{doc}: " + "\n".join(bad[:10])
+    tex = pdf.with_suffix(".tex").read_text(encoding="utf-8")
+    # its own figures, each with its label
+    figures = set(re.findall(r'(?:"name": "|:name: )(fig-[\w-]+)', source_of(doc).read_text()))
+    for fig in figures:
+        assert f"{doc}:{fig}}}" in tex, f"{doc}: figure {fig} not in the handout"
+    for img in re.findall(r"\\sphinxincludegraphics(?:\[[^]]*\])?\{\{?([^}]+?)\}?\}", tex):
+        assert list(handouts.glob(img.strip("{}") + "*")), f"{doc}: image {img} missing"
+    # its own bibliography: every work it cites
+    cited = set(re.findall(r"\\hyperlink\{cite\.([^}]+)\}", tex))
+    items = set(re.findall(r"\\bibitem\[[^]]*\]\{([^}]+)\}", tex))
+    assert cited <= items, f"{doc}: cited but not in its bibliography: {sorted(cited - items)}"
+    pages = pdf_pages(pdf)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(pdf, ARTIFACTS / pdf.name)
+    with capsys.disabled():
+        print(f"\n  handout {pdf.name}: {pages} pages, {len(cited)} works cited")
+
+
+def test_chapter_pages_link_to_their_handout(built_site):
+    base = yaml.safe_load((ROOT / "_config.yml").read_text())["html"]["baseurl"].rstrip("/")
+    makefile = (ROOT / "Makefile").read_text()
+    assert "_build/html/pdf" in makefile, "make pdf no longer copies the handouts into the site"
+    for doc in chapter_docnames():
+        html = (built_site / f"{doc}.html").read_text(encoding="utf-8")
+        url = f"{base}/pdf/{doc.rsplit('/', 1)[-1]}.pdf"
+        assert f'href="{url}"' in html, f"{doc}: no link to its handout {url}"
