@@ -130,13 +130,25 @@ def target_title(env, docname: str, anchor: str) -> str:
     for node in tree.findall(nodes.Element):
         if anchor in node.get("ids", []):
             for t in node.findall(nodes.title):
-                return t.astext().strip()
+                text = t.astext().strip()
+                return text[1:-1].strip() if text[:1] == "(" and text[-1:] == ")" else text
             return ""
     return ""
 
 
+def title_bibtex(title: nodes.Node) -> str:
+    """A title as BibTeX: text escaped (spaces kept next to math), inline math as $...$."""
+    parts = []
+    for node in title.children:
+        if isinstance(node, nodes.math):
+            parts.append(f"${node.astext()}$")
+        else:
+            parts.append(re.sub(r"([{}&%#_$])", r"\\\1", node.astext()))
+    return " ".join("".join(parts).split())
+
+
 def resolve_cite_examples(app: Sphinx, doctree: nodes.document) -> None:
-    from why_softmax_site import base_url, bibtex_escape, book_year, title_bibtex
+    from why_softmax_site import base_url, bibtex_escape, book_year
 
     env, config = app.env, app.config
     for node in list(doctree.findall(cite_example)):
@@ -247,6 +259,14 @@ def handout_references(app: Sphinx, doctree: nodes.document, docname: str) -> No
 
     from why_softmax_site import base_url
 
+    # sphinx-proof labels a theorem in LaTeX by the docname of the section holding it, which
+    # the LaTeX builder sets only on pages it inlines into another one: set it on this page's.
+    title = app.env.titles.get(docname)
+    for section in doctree.children:
+        if isinstance(section, nodes.section) and "docname" not in section:
+            section["docname"] = docname
+            if title is not None and title.astext().lower() not in section["names"]:
+                section["names"].append(title.astext().lower())
     citations = bibliography_citations(app)
     cited = []
     for ref in list(doctree.findall(nodes.reference)):
@@ -267,7 +287,7 @@ def handout_references(app: Sphinx, doctree: nodes.document, docname: str) -> No
     from sphinxcontrib.bibtex.nodes import raw_latex
 
     for raw in doctree.findall(raw_latex):
-        for doc, ident in re.findall(r"\\hyperlink\{cite\.([^:}]+):([^}]+)\}", raw.astext()):
+        for doc, ident in re.findall(r"\\hyperlink\{cite\.([^:}]+):([^}]+)\}", raw.rawsource):
             target = f"{doc}#{ident}"
             if target in citations and target not in cited:
                 cited.append(target)
