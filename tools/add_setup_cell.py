@@ -121,9 +121,9 @@ def _set_up(version, modules, extras, site="{site}"):
     importlib.invalidate_caches()
     after = {{d.metadata["Name"]: d.version for d in md.distributions()}}
     changed = {{n for n, v in after.items() if before.get(n, v) != v}}
-    stale = sorted({{m.split(".")[0] for m in sys.modules}}
+    stale = sorted({{m.split(".")[0] for m in sys.modules}} & set(modules)
                    & {{m for m, ds in md.packages_distributions().items() if set(ds) & changed}})
-    if stale:
+    if stale:  # e.g. a kernel that had imported another numpy before this cell
         print("Restart the kernel and run the notebook again: pip replaced the already",
               "imported", ", ".join(stale))
     else:
