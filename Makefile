@@ -66,11 +66,15 @@ book: $(STAMP)
 # The whole book as one PDF (XeLaTeX via latexmk), and one PDF handout per page in _build/pdf/
 # (also copied into the site's pdf/ folder when the site is built: chapter pages link there).
 HANDOUTS := _build/handouts
+# The two builds run side by side (LaTeX keeps one core busy each); the handouts' log is
+# printed when they fail.
 pdf: $(STAMP) sysdeps
-	$(BIN)/jupyter-book build . --builder pdflatex -W -n --keep-going
 	rm -rf $(HANDOUTS) _build/pdf
+	mkdir -p $(HANDOUTS)
 	$(BIN)/jupyter-book build . --builder pdflatex --individualpages -W -n --keep-going \
-	    --path-output $(HANDOUTS)
+	    --path-output $(HANDOUTS) > $(HANDOUTS)/build.log 2>&1 & handouts=$$!; \
+	$(BIN)/jupyter-book build . --builder pdflatex -W -n --keep-going; book=$$?; \
+	wait $$handouts || { tail -n 60 $(HANDOUTS)/build.log; exit 1; }; exit $$book
 	mkdir -p _build/pdf
 	cp $(HANDOUTS)/_build/latex/*.pdf _build/pdf/
 	if [ -d _build/html ]; then mkdir -p _build/html/pdf && cp _build/pdf/*.pdf _build/html/pdf/; fi

@@ -14,6 +14,7 @@ the site links to its handout, at the place `make pdf` copies it to.
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -27,17 +28,40 @@ HINT = ("sudo apt-get install latexmk xindy texlive-latex-recommended texlive-la
 
 
 @pytest.fixture(scope="module")
-def pdf():
+def builds():
+    """Both PDF builds of `make pdf`, run side by side (LaTeX uses one core each), timed."""
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         pytest.fail(f"missing {missing}: {HINT} (or run `make test` as root)", pytrace=False)
-    out = ROOT / "_build" / "test-pdf"
-    shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.run(
-        [jupyter_book(), "build", str(ROOT), "--builder", "pdflatex", "-W", "-n", "--keep-going",
-         "--path-output", str(out)],
-        capture_output=True, text=True, cwd=ROOT, env=build_env(),
-    )
+    runs = {"book": (ROOT / "_build" / "test-pdf", []),
+            "handouts": (ROOT / "_build" / "test-handouts", ["--individualpages"])}
+    procs = {}
+    t0 = time.perf_counter()
+    for name, (out, extra) in runs.items():
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        logs = (open(out / "stdout.log", "w+"), open(out / "stderr.log", "w+"))
+        procs[name] = (subprocess.Popen(
+            [jupyter_book(), "build", str(ROOT), "--builder", "pdflatex", *extra, "-W", "-n",
+             "--keep-going", "--path-output", str(out)],
+            stdout=logs[0], stderr=logs[1], text=True, cwd=ROOT, env=build_env()), logs)
+    results = {}
+    for name, (proc, logs) in procs.items():
+        proc.wait()
+        texts = []
+        for f in logs:
+            f.seek(0)
+            texts.append(f.read())
+            f.close()
+        results[name] = (runs[name][0], proc.returncode, *texts, time.perf_counter() - t0)
+    return results
+
+
+@pytest.fixture(scope="module")
+def pdf(builds, capsys_disabled_print):
+    out, returncode, stdout, stderr, seconds = builds["book"]
+    capsys_disabled_print(f"whole-book PDF built in {seconds:.0f} s")
+    proc = subprocess.CompletedProcess([], returncode, stdout, stderr)
     latex = out / "_build" / "latex"
     assert proc.returncode == 0, f"PDF build failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     pdfs = list(latex.glob("*.pdf"))
@@ -89,19 +113,21 @@ def test_latex_log_has_no_undefined_reference(pdf):
 
 
 @pytest.fixture(scope="module")
-def handouts():
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        pytest.fail(f"missing {missing}: {HINT} (or run `make test` as root)", pytrace=False)
-    out = ROOT / "_build" / "test-handouts"
-    shutil.rmtree(out, ignore_errors=True)
-    proc = subprocess.run(
-        [jupyter_book(), "build", str(ROOT), "--builder", "pdflatex", "--individualpages",
-         "-W", "-n", "--keep-going", "--path-output", str(out)],
-        capture_output=True, text=True, cwd=ROOT, env=build_env(),
-    )
-    assert proc.returncode == 0, f"handouts failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+def handouts(builds, capsys_disabled_print):
+    out, returncode, stdout, stderr, seconds = builds["handouts"]
+    capsys_disabled_print(f"handouts (one PDF per page) built in {seconds:.0f} s")
+    assert returncode == 0, f"handouts failed:\n{stdout[-6000:]}\n{stderr[-3000:]}"
     return out / "_build" / "latex"
+
+
+@pytest.fixture(scope="module")
+def capsys_disabled_print(request):
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+
+    def show(text):
+        with capman.global_and_fixture_disabled():
+            print(f"\n  {text}", flush=True)
+    return show
 
 
 def pdf_pages(pdf) -> int:
