@@ -143,8 +143,10 @@ def test_downloaded_notebook_runs_in_a_fresh_environment(served_site, fresh_env,
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report_times():
+def report_times(request):
     yield
     if TIMES:
         lines = [f"{k}: {v:.0f} s" for k, v in TIMES.items()]
-        sys.__stdout__.write("\nfresh-environment notebook test: " + "; ".join(lines) + "\n")
+        capman = request.config.pluginmanager.getplugin("capturemanager")
+        with capman.global_and_fixture_disabled():
+            print("\n  fresh-environment notebook test: " + "; ".join(lines), flush=True)
