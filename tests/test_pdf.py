@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+import unicodedata
 
 import pytest
 import yaml
@@ -85,8 +86,9 @@ def title_of(docname: str) -> str:
 
 
 def letters(s: str) -> str:
-    # Compare titles letter by letter: math ($e^x$) comes out of pdftotext as "ex".
-    s = re.sub(r"\\[a-zA-Z]+", "", s)
+    # Compare titles letter by letter: math ($e^x$) comes out of pdftotext as "ex", or as
+    # math italic letters (U+1D452 for e), which NFKC maps to plain ones.
+    s = unicodedata.normalize("NFKC", re.sub(r"\\[a-zA-Z]+", "", s))
     return re.sub(r"[^a-z0-9]", "", s.lower())
 
 
