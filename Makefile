@@ -56,14 +56,29 @@ sysdeps:
 	    fi; \
 	fi
 
+# The site; its build (book/_ext/why_softmax_portable.py) also puts expnorm's wheel and sdist
+# into _build/html/_static/dist/, from where the chapters' set-up cells install expnorm.
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "The site is at $(CURDIR)/_build/html/index.html"
+	@echo "expnorm's wheel: $$(cat _build/html/_static/dist/latest.txt)"
 
-# The whole book as one PDF (XeLaTeX via latexmk), for course handouts.
+# The whole book as one PDF (XeLaTeX via latexmk), and one PDF handout per page in _build/pdf/
+# (also copied into the site's pdf/ folder when the site is built: chapter pages link there).
+HANDOUTS := _build/handouts
+# The two builds run side by side (LaTeX keeps one core busy each); the handouts' log is
+# printed when they fail.
 pdf: $(STAMP) sysdeps
-	$(BIN)/jupyter-book build . --builder pdflatex -W -n --keep-going
-	@echo "The PDF is at $(CURDIR)/_build/latex/why-softmax.pdf"
+	rm -rf $(HANDOUTS) _build/pdf
+	mkdir -p $(HANDOUTS)
+	$(BIN)/jupyter-book build . --builder pdflatex --individualpages -W -n --keep-going \
+	    --path-output $(HANDOUTS) > $(HANDOUTS)/build.log 2>&1 & handouts=$$!; \
+	$(BIN)/jupyter-book build . --builder pdflatex -W -n --keep-going; book=$$?; \
+	wait $$handouts || { tail -n 60 $(HANDOUTS)/build.log; exit 1; }; exit $$book
+	mkdir -p _build/pdf
+	cp $(HANDOUTS)/_build/latex/*.pdf _build/pdf/
+	if [ -d _build/html ]; then mkdir -p _build/html/pdf && cp _build/pdf/*.pdf _build/html/pdf/; fi
+	@echo "The PDF is at $(CURDIR)/_build/latex/why-softmax.pdf; one per chapter in _build/pdf/"
 
 # tests/ includes the site build, the browser tests (every page in headless Chromium), the
 # link check, the citation metadata, the PDF, and the downloadable notebooks run top to bottom.
