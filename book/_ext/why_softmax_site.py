@@ -11,7 +11,12 @@
   chapter" box holding a BibTeX entry with the chapter title, the book, the version and the
   chapter's stable URL (``html_baseurl`` + docname + ".html"). The ``book-bibtex`` directive
   renders the entry for the whole book.
-- Accessibility and offline fixes in ``why_softmax_site.css`` (added to every page).
+- Reading times: the ``reading-times`` directive renders a table of chapters with their
+  prerequisites and reading times, and the ``reading-time`` role the total time of a list of
+  pages. Both count the words of the notebooks at build time (``reading_stats``), so the
+  numbers follow the chapters; the assumed reading speeds are in ``READING``.
+- Accessibility and offline fixes in ``why_softmax_site.css`` (added to every page), and in
+  ``on_html_page_context`` (ARIA roles, landmarks, empty table headers).
 """
 
 from __future__ import annotations
@@ -111,6 +116,125 @@ def chapter_bibtex(config, docname: str, title: str) -> str:
         f"  url       = {{{url}}}\n"
         "}"
     )
+
+
+# The reading model of the reading times: words of prose a minute (mathematical text is read
+# more slowly than the ~250 words a minute of ordinary prose), seconds per displayed equation
+# and per line of code shown on the page. Hidden code, outputs and the collapsed solutions of
+# the exercises are not counted: the times are for a first reading, not for doing the exercises.
+READING = {"words_per_minute": 150, "seconds_per_equation": 15, "seconds_per_code_line": 3}
+WORD = re.compile(r"[A-Za-z0-9]+(?:['-][A-Za-z0-9]+)*")
+HIDDEN_TAGS = {"hide-input", "remove-input", "remove-cell", "hide-cell"}
+
+
+def prose_stats(text: str) -> tuple[int, int]:
+    """(words, displayed equations) of MyST Markdown; an inline formula counts as one word."""
+    equations = len(re.findall(r"^\s*\$\$", text, flags=re.M)) // 2
+    equations += len(re.findall(r"^\s*\\begin\{(?:align|equation|gather)", text, flags=re.M))
+    text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)  # displayed math
+    text = re.sub(r"\$[^$\n]+\$", " x ", text)  # inline math: one word
+    text = re.sub(r"^\s*\([^)\s]+\)=\s*$", " ", text, flags=re.M)  # labels
+    text = re.sub(r"^\s*:[a-z-]+:.*$", " ", text, flags=re.M)  # directive options
+    text = re.sub(r"^\s*[`:]{3,}.*$", " ", text, flags=re.M)  # directive fences
+    text = re.sub(r"\{[a-z:]+\}`[^`]*`", " x ", text)  # a role ({ref}`...`) reads as one word
+    text = re.sub(r"\]\([^)]*\)", "]", text)  # link targets
+    return len(WORD.findall(text)), equations
+
+
+def reading_stats(path: Path) -> dict:
+    """Words, equations, lines of code shown and reading minutes of one page of the book."""
+    words = equations = code_lines = 0
+    if path.suffix == ".ipynb":
+        import json
+
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    else:
+        cells = [{"cell_type": "markdown", "source": path.read_text(encoding="utf-8")}]
+    in_solution = False
+    for cell in cells:
+        src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            if re.search(r"\{solution-start\}", src):
+                in_solution = True
+            if in_solution:
+                if re.search(r"\{solution-end\}", src):
+                    in_solution = False
+                continue
+            w, e = prose_stats(src)
+            words, equations = words + w, equations + e
+        elif cell["cell_type"] == "code" and not in_solution:
+            if HIDDEN_TAGS & set(cell.get("metadata", {}).get("tags", [])):
+                continue
+            code_lines += sum(1 for line in src.splitlines()
+                              if line.strip() and not line.strip().startswith("#"))
+    minutes = (words / READING["words_per_minute"]
+               + (equations * READING["seconds_per_equation"]
+                  + code_lines * READING["seconds_per_code_line"]) / 60)
+    return {"words": words, "equations": equations, "code_lines": code_lines,
+            "minutes": minutes}
+
+
+def page_path(env, name: str) -> Path:
+    """The source of page ``name`` (a docname relative to the current page, no suffix)."""
+    base = Path(env.doc2path(env.docname)).parent
+    for suffix in (".ipynb", ".md"):
+        p = (base / f"{name}{suffix}").resolve()
+        if p.exists():
+            return p
+    raise FileNotFoundError(name)
+
+
+def round_minutes(minutes: float) -> int:
+    return max(5, int(5 * round(minutes / 5)))
+
+
+class ReadingTimes(SphinxDirective):
+    """``reading-times``: a table of pages, prerequisites and reading times.
+
+    One content line per page: ``<page> | <title, MyST> | <prerequisites, MyST>``.
+    """
+
+    has_content = True
+
+    def run(self):
+        rows = []
+        for line in self.content:
+            if not line.strip():
+                continue
+            name, title, prereq = (part.strip() for part in line.split("|", 2))
+            path = page_path(self.env, name)
+            self.env.note_dependency(str(path))
+            st = reading_stats(path)
+            rows.append(f"| {title} | {prereq} | {st['words']:,} | {st['equations']} "
+                        f"| {st['code_lines']} | {round_minutes(st['minutes'])} min |")
+        text = ("| chapter | prerequisites | words of prose | displayed equations "
+                "| lines of code shown | reading time |\n|---|---|---:|---:|---:|---:|\n"
+                + "\n".join(rows))
+        return self.parse_text_to_nodes(text)
+
+
+def reading_time_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    """``{reading-time}`01_x 02_y```: the total reading time of the listed pages."""
+    env = inliner.document.settings.env
+    total = 0.0
+    for page in text.split():
+        path = page_path(env, page)
+        env.note_dependency(str(path))
+        total += reading_stats(path)["minutes"]
+    hours, minutes = divmod(round_minutes(total), 60)
+    label = (f"{hours} h {minutes:02d} min" if hours else f"{minutes} min")
+    return [nodes.inline(rawtext, f"about {label}")], []
+
+
+def reading_model_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    """``{reading-model}`assumptions```: the assumptions of the reading times, in words."""
+    r = READING
+    sentence = (f"{r['words_per_minute']} words of prose a minute, "
+                f"{r['seconds_per_equation']} seconds per displayed equation and "
+                f"{r['seconds_per_code_line']} seconds per line of code shown; hidden code, "
+                "outputs and the collapsed solutions of the exercises are not counted, and "
+                "each time is rounded to 5 minutes")
+    return [nodes.inline(rawtext, sentence)], []
 
 
 class BookBibtex(SphinxDirective):
@@ -246,6 +370,9 @@ def on_build_finished(app: Sphinx, exc) -> None:
 
 def setup(app: Sphinx):
     app.add_directive("book-bibtex", BookBibtex)
+    app.add_directive("reading-times", ReadingTimes)
+    app.add_role("reading-time", reading_time_role)
+    app.add_role("reading-model", reading_model_role)
     # MathJax on every page, not only on pages with equations: the navigation sidebar shows
     # chapter titles with math (e.g. "Why $e^x$?") on every page.
     app.set_html_assets_policy("always")
