@@ -48,9 +48,13 @@ TABLES_JS = """() => [...document.querySelectorAll('table')].map((t, i) => ({
     index: i,
     where: (t.closest('section[id]') || {}).id || '',
     rows: t.rows.length,
-    empty_th: [...t.querySelectorAll('th')].filter(th =>
-        !th.textContent.trim() && !th.getAttribute('aria-label')
-        && !th.querySelector('img[alt]:not([alt=""]), mjx-container')).length,
+    // A header cell needs text a reader (and assistive technology) can see: typeset math
+    // alone has none (MathJax's CHTML draws glyphs with CSS), nor has an empty cell.
+    empty_th: [...t.querySelectorAll('th')].filter(th => {
+        const c = th.cloneNode(true);
+        c.querySelectorAll('mjx-container, mjx-assistive-mml').forEach(e => e.remove());
+        return !c.textContent.trim() && !th.querySelector('img[alt]:not([alt=""])');
+    }).length,
 }))"""
 
 OVERFLOW_JS = """() => {

@@ -267,6 +267,8 @@ def on_config_inited(app: Sphinx, config) -> None:
         f'{footer}<p class="why-softmax-version">{config.project} version {v}</p>'
     )
     config.html_theme_options = opts
+    # why-softmax-home.html: the theme's title link inside a landmark (see on_html_page_context)
+    config.templates_path = [*config.templates_path, str(HERE / "templates")]
 
 
 def on_builder_inited(app: Sphinx) -> None:
@@ -332,6 +334,94 @@ def on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> N
     (sections[0] if sections else doctree).append(box)
 
 
+MATH_ONLY_TH = re.compile(
+    r'<th(?P<attrs>[^>]*)>\s*(?P<p><p>)?\s*<span class="math notranslate nohighlight">'
+    r'(?P<tex>[^<]*)</span>\s*(?:</p>)?\s*</th>')
+GREEK = {name: chr(code) for name, code in (
+    ("alpha", 0x3B1), ("beta", 0x3B2), ("gamma", 0x3B3), ("delta", 0x3B4), ("epsilon", 0x3B5),
+    ("varepsilon", 0x3B5), ("eta", 0x3B7), ("theta", 0x3B8), ("kappa", 0x3BA),
+    ("lambda", 0x3BB), ("mu", 0x3BC), ("pi", 0x3C0), ("rho", 0x3C1), ("sigma", 0x3C3),
+    ("tau", 0x3C4), ("phi", 0x3C6), ("omega", 0x3C9), ("Gamma", 0x393), ("Delta", 0x394),
+    ("Theta", 0x398), ("Lambda", 0x39B), ("Sigma", 0x3A3), ("Phi", 0x3A6), ("Omega", 0x3A9),
+)}
+TEX_TOKEN = re.compile(r"\\([A-Za-z]+)|\\(.)|([_^])|(\{)|(\})|([A-Za-z])|(\s+)|(.)", re.S)
+
+
+def tex_to_html(tex: str) -> str | None:
+    """A short formula as HTML text (Greek letters, italic variables, sub- and superscripts,
+    upright operator names), or None if it uses anything else."""
+    import html
+
+    out, stack, pending = [], [], None  # stack: closing tags of open groups
+    for m in TEX_TOKEN.finditer(tex):
+        word, sym, script, opening, closing, letter, space, other = m.groups()
+        if script:
+            pending = "sup" if script == "^" else "sub"
+            continue
+        piece = None
+        if word:
+            if word in GREEK:
+                piece = f"<var>{GREEK[word]}</var>" if word[0].islower() else GREEK[word]
+            elif word in ("operatorname", "mathrm", "text"):
+                out.append("<span class=\"upright\">")
+                stack.append("</span>")
+                pending = "group-opened-by-command"
+                continue
+            elif word in ("ast",):
+                piece = "*"
+            else:
+                return None
+        elif sym:
+            piece = html.escape(sym)
+        elif opening:
+            if pending == "group-opened-by-command":
+                pending = None
+                continue
+            if pending:
+                out.append(f"<{pending}>")
+                stack.append(f"</{pending}>")
+                pending = None
+            else:
+                stack.append("")
+            continue
+        elif closing:
+            if not stack:
+                return None
+            out.append(stack.pop())
+            continue
+        elif letter:
+            piece = letter if stack and stack[-1] == "</span>" else f"<var>{letter}</var>"
+        elif space:
+            continue
+        else:
+            piece = html.escape(other)
+        if pending:
+            piece, pending = f"<{pending}>{piece}</{pending}>", None
+        out.append(piece)
+    if stack or pending:
+        return None
+    return "".join(out)
+
+
+def text_math_header(m: re.Match) -> str:
+    """A table header cell that holds only a formula, as HTML text.
+
+    MathJax's CHTML output has no text content, so a header cell with only math has no
+    visible text for assistive technology (axe-core: empty-table-header). Short formulas
+    are written out as HTML instead (Greek letters, sub- and superscripts); anything else
+    is left to MathJax.
+    """
+    import html
+
+    tex = html.unescape(m.group("tex")).strip()
+    tex = re.sub(r"^\\\(|\\\)$", "", tex).strip()
+    text = tex_to_html(tex)
+    if text is None:
+        return m.group(0)
+    p_open, p_close = ("<p>", "</p>") if m.group("p") else ("", "")
+    return f'<th{m.group("attrs")}>{p_open}<span class="why-softmax-math-text">{text}</span>{p_close}</th>'
+
+
 def on_html_page_context(app: Sphinx, pagename, templatename, context, doctree) -> None:
     """Fix the page's ARIA roles (below) and drop repeated <script> entries.
 
@@ -343,7 +433,16 @@ def on_html_page_context(app: Sphinx, pagename, templatename, context, doctree) 
     # has no list items (a critical aria-required-children violation). Use plain list items.
     body = context.get("body")
     if isinstance(body, str) and 'role="doc-biblioentry"' in body:
-        context["body"] = body.replace('role="doc-biblioentry"', 'role="listitem"')
+        body = context["body"] = body.replace('role="doc-biblioentry"', 'role="listitem"')
+    # A table header holding only a formula has no text (see text_math_header).
+    if isinstance(body, str) and "<th" in body:
+        context["body"] = MATH_ONLY_TH.sub(text_math_header, body)
+    # The theme's title link sits outside every landmark (axe-core "region"): render it
+    # inside a <nav> (templates/why-softmax-home.html).
+    sidebars = context.get("sidebars")
+    if sidebars and "navbar-logo.html" in sidebars:
+        context["sidebars"] = ["why-softmax-home.html" if s == "navbar-logo.html" else s
+                               for s in sidebars]
     scripts = context.get("script_files")
     if not scripts:
         return
