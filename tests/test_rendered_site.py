@@ -29,6 +29,7 @@ RAW_TEX = re.compile(
     r"\$\$|\\\(|\\\)|\\\[|\\\]"  # delimiters
     r"|\$[^$\s][^$\n]{0,200}?\$"  # $...$ (no space after the opening $, as in TeX)
     r"|\\[A-Za-z]{2,}"  # \frac, \operatorname, \lvert ...
+    r"|(?<![\w^])[A-Za-z]\^[A-Za-z0-9{]"  # e^x: a formula that lost its math markup
 )
 # A Markdown table that was not parsed: a delimiter row, or a line of cells between pipes.
 PIPE_TABLE = re.compile(r"\|\s*:?-{3,}:?\s*\||^\s*\|.*\|.*\|\s*$", re.M)

@@ -308,10 +308,31 @@ def latex_exercise_labels(app: Sphinx, doctree: nodes.document) -> None:
         node.parent.insert(node.parent.index(node), nodes.raw("", tex + "%\n", format="latex"))
 
 
+def typeset_doc_link_titles(app: Sphinx, doctree: nodes.document) -> None:
+    """A {doc} link shows the target's title as plain text: "Why $e^x$?" becomes "Why e^x?".
+
+    Put the title's own nodes (math included) into the link instead, so MathJax typesets it.
+    """
+    for ref in list(doctree.findall(nodes.reference)):
+        inner = ref.children[0] if len(ref.children) == 1 else None
+        if not isinstance(inner, nodes.inline) or "doc" not in inner.get("classes", []):
+            continue
+        target = ref.get("refuri", "").split("#")[0].rsplit(".", 1)[0]
+        for docname, title in app.env.titles.items():
+            if not any(isinstance(n, nodes.math) for n in title.findall(nodes.math)):
+                continue
+            if inner.astext() == title.astext() and docname.endswith(target.lstrip("./")):
+                inner.children = []
+                inner.extend(child.deepcopy() for child in title.children)
+                break
+
+
 def on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> None:
     if app.builder.format == "latex":
         latex_exercise_labels(app, doctree)
         return
+    if app.builder.format == "html":
+        typeset_doc_link_titles(app, doctree)
     if app.builder.format != "html" or not is_chapter(app, docname):
         return
     node = app.env.titles.get(docname)
