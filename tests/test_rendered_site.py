@@ -35,14 +35,24 @@ RAW_TEX = re.compile(
 PIPE_TABLE = re.compile(r"\|\s*:?-{3,}:?\s*\||^\s*\|.*\|.*\|\s*$", re.M)
 
 VISIBLE_TEXT_JS = """() => {
-    const clone = document.body.cloneNode(true);
-    clone.querySelectorAll('pre, code, kbd, samp, script, style, noscript, template, '
-        + 'mjx-container, mjx-assistive-mml, textarea, .highlight, [hidden], '
-        + '[aria-hidden="true"]').forEach(e => e.remove());
-    // innerText would need layout; textContent of blocks joined by newlines is enough here.
-    clone.querySelectorAll('p, li, td, th, div, h1, h2, h3, h4, h5, h6, dt, dd, br, caption')
-        .forEach(e => e.append('\\n'));
-    return clone.textContent;
+    // Open every collapsed block (solutions, hidden cells) first: a reader can open them.
+    document.querySelectorAll('details').forEach(d => { d.open = true; });
+    const skip = 'pre, code, kbd, samp, script, style, noscript, template, textarea, '
+        + 'mjx-container, mjx-assistive-mml, .highlight';
+    const blocks = 'p, li, td, th, dt, dd, h1, h2, h3, h4, h5, h6, caption, figcaption, div';
+    const out = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    let node, last = null;
+    while ((node = walker.nextNode())) {
+        const el = node.parentElement;
+        if (!el || el.closest(skip)) continue;
+        // Only what is rendered: not display:none (print-only copies), not visibility:hidden.
+        if (!el.checkVisibility({visibilityProperty: true})) continue;
+        const block = el.closest(blocks);
+        if (block !== last) { out.push('\\n'); last = block; }
+        out.push(node.textContent);
+    }
+    return out.join('');
 }"""
 
 TABLES_JS = """() => [...document.querySelectorAll('table')].map((t, i) => ({
