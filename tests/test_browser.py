@@ -87,6 +87,8 @@ def open_page(browser, server, doc, mode):
     context.add_init_script(f"try {{ localStorage.setItem('mode', '{mode}'); "
                             f"localStorage.setItem('theme', '{mode}'); }} catch (e) {{}}")
     page = context.new_page()
+    # Generous: on a loaded machine (2 shared cores) a long chapter can take over 30 s to load.
+    page.set_default_timeout(180_000)
     record = {"console": [], "foreign": []}
     page.on("console", lambda m: m.type == "error" and record["console"].append(m.text))
     page.on("pageerror", lambda e: record["console"].append(f"uncaught: {e}"))

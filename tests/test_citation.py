@@ -54,7 +54,8 @@ def test_one_version_everywhere():
 
 
 def test_how_to_cite_comes_right_after_the_intro():
-    assert toc_files()[:2] == ["book/intro", "book/how_to_cite"]
+    # The questions and answers page (issue 13) sits between the intro and How to cite.
+    assert toc_files()[:3] == ["book/intro", "book/questions", "book/how_to_cite"]
 
 
 def test_version_is_shown_on_every_page(built_site):
