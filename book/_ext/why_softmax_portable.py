@@ -77,10 +77,12 @@ def build_dist(outdir: Path) -> list[Path]:
         "Install with <code>pip install \"expnorm[book] @ &lt;this folder&gt;/"
         f"{html.escape(wheel.name)}\"</code>.</p>\n<ul>\n{items}\n</ul>\n</body></html>\n",
         encoding="utf-8")
-    results = ROOT / "benchmarks" / "results.json"
-    if results.exists():
+    # every measurement file the chapters read (expnorm.book_data.load_benchmark)
+    measured = sorted((ROOT / "benchmarks").glob("*.json"))
+    if measured:
         (dest / "benchmarks").mkdir()
-        shutil.copy(results, dest / "benchmarks" / "results.json")
+        for results in measured:
+            shutil.copy(results, dest / "benchmarks" / results.name)
     return files
 
 

@@ -6,6 +6,7 @@ bfloat16 and float32 (4 ulp in float64), with special values defined and documen
 """
 
 from . import calibration  # calibration metrics (chapter 8): expnorm.calibration.*
+from . import book_data  # the measured data the chapters read: expnorm.book_data.load_benchmark
 from .alternatives import (
     entmax15,
     entmax15_loss,
