@@ -112,18 +112,34 @@ def usable(x, axes, kept, out_dtype) -> bool:
             and jax.default_backend() == "cpu" and available())
 
 
-def softmax_f32(x):
-    """Softmax of float32 ``x`` over its last axis (see ``kernels.cc``)."""
-    call = jax.ffi.ffi_call("expnorm_softmax_f32", jax.ShapeDtypeStruct(x.shape, jnp.float32),
-                            vmap_method="broadcast_all")
+# Softmax and log-softmax write their result into the input's buffer (the output aliases
+# operand 0). When the caller donates the input (``jax.jit(f, donate_argnums=0)``), XLA then
+# allocates no output at all; when the input is still needed (not donated, or used again),
+# XLA copies it first and the kernel overwrites the copy. Safe because every path of
+# kernels.cc reads a row completely (max, sum) before it writes any of that row's outputs,
+# and the output loops after that are elementwise (y[i] from x[i] only); rows, and the
+# stretches of a row split over threads, are disjoint. See tests/test_inplace.py.
+INPLACE = True
+
+
+def _same_shape_call(target, x, inplace):
+    inplace = INPLACE if inplace is None else inplace
+    call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(x.shape, jnp.float32),
+                            vmap_method="broadcast_all",
+                            input_output_aliases={0: 0} if inplace else None)
     return call(x)
 
 
-def log_softmax_f32(x):
-    """Log-softmax of float32 ``x`` over its last axis (see ``kernels.cc``)."""
-    call = jax.ffi.ffi_call("expnorm_log_softmax_f32", jax.ShapeDtypeStruct(x.shape, jnp.float32),
-                            vmap_method="broadcast_all")
-    return call(x)
+def softmax_f32(x, inplace: bool | None = None):
+    """Softmax of float32 ``x`` over its last axis (see ``kernels.cc``), written into ``x``'s
+    buffer when ``inplace`` (default: ``INPLACE``) and ``x`` is donated."""
+    return _same_shape_call("expnorm_softmax_f32", x, inplace)
+
+
+def log_softmax_f32(x, inplace: bool | None = None):
+    """Log-softmax of float32 ``x`` over its last axis (see ``kernels.cc``), in place as
+    :func:`softmax_f32`."""
+    return _same_shape_call("expnorm_log_softmax_f32", x, inplace)
 
 
 def row_stats_f32(x):
