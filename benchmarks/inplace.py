@@ -12,9 +12,11 @@ round on a freshly made input that is already resident in memory (making it is n
 * ``kernel, no alias``: the same float32 kernel declared with a fresh output
   (``expnorm._native.softmax_f32(x, inplace=False)``), i.e. expnorm before the alias, donated
   and not donated;
+* ``expnorm.logsumexp`` over the rows: the kernels' max and exp pass with no output array
+  (what is left of softmax's time once no output is allocated: a floor for the donated call);
 * ``jax.nn.softmax``, donated and not donated.
 
-Stored: median, min, max and all runs of each method; time relative to the copy; the fraction
+Stored (one entry per shape under "runs", a new run replacing its shape's entry): median, min, max and all runs of each method; time relative to the copy; the fraction
 of the copy bandwidth (2 * bytes / time over the copy's); the load average before and after
 (the machine is shared: compare within one run only); the sha256 of the kernels and of this
 file. Not part of bench.py (whose stored results are tied to its own hash).
@@ -80,6 +82,8 @@ def main():
         "expnorm.log_softmax": (jax.jit(expnorm.log_softmax), False),
         "kernel, no alias, donated": (jax.jit(kernel_no_alias, donate_argnums=0), True),
         "kernel, no alias": (jax.jit(kernel_no_alias), False),
+        # no output array: the same max / exp pass as softmax's statistics (a floor for it)
+        "expnorm.logsumexp": (jax.jit(lambda x: expnorm.logsumexp(x, axis=-1)), False),
         "jax.nn.softmax donated": (jax.jit(jax.nn.softmax, donate_argnums=0), True),
         "jax.nn.softmax": (jax.jit(jax.nn.softmax), False),
     }
@@ -142,7 +146,11 @@ def main():
         "sources_sha256": {p: hashlib.sha256((ROOT / p).read_bytes()).hexdigest()
                            for p in SOURCES},
     }
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    # one entry per shape; a run replaces the entry of its shape and keeps the others
+    stored = json.loads(args.out.read_text()) if args.out.exists() else {}
+    stored = stored if "runs" in stored else {"runs": {}}
+    stored["runs"][f"{shape[0]}x{shape[1]}"] = result
+    args.out.write_text(json.dumps(stored, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
