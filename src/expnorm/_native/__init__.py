@@ -8,6 +8,10 @@ The shared library is built with the system's ``c++`` (or ``$CXX``) against the 
 that ship with jaxlib, into this folder when it is writable, else into ``~/.cache/expnorm``.
 Its file name holds a hash of the source, the flags, the jaxlib version and the CPU's feature
 flags (the code is built for this CPU), so a change of any of them rebuilds it. ``make install`` builds it up front (``python -m expnorm._native``).
+
+Softmax and log-softmax write their result into the input's buffer (``INPLACE``): under
+``jax.jit(f, donate_argnums=0)`` no output array is allocated; otherwise XLA copies the input
+first, so the caller's array is never changed.
 """
 
 from __future__ import annotations
