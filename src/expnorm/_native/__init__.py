@@ -8,6 +8,10 @@ The shared library is built with the system's ``c++`` (or ``$CXX``) against the 
 that ship with jaxlib, into this folder when it is writable, else into ``~/.cache/expnorm``.
 Its file name holds a hash of the source, the flags, the jaxlib version and the CPU's feature
 flags (the code is built for this CPU), so a change of any of them rebuilds it. ``make install`` builds it up front (``python -m expnorm._native``).
+
+Softmax and log-softmax write their result into the input's buffer (``INPLACE``): under
+``jax.jit(f, donate_argnums=0)`` no output array is allocated; otherwise XLA copies the input
+first, so the caller's array is never changed.
 """
 
 from __future__ import annotations
@@ -112,18 +116,34 @@ def usable(x, axes, kept, out_dtype) -> bool:
             and jax.default_backend() == "cpu" and available())
 
 
-def softmax_f32(x):
-    """Softmax of float32 ``x`` over its last axis (see ``kernels.cc``)."""
-    call = jax.ffi.ffi_call("expnorm_softmax_f32", jax.ShapeDtypeStruct(x.shape, jnp.float32),
-                            vmap_method="broadcast_all")
+# Softmax and log-softmax write their result into the input's buffer (the output aliases
+# operand 0). When the caller donates the input (``jax.jit(f, donate_argnums=0)``), XLA then
+# allocates no output at all; when the input is still needed (not donated, or used again),
+# XLA copies it first and the kernel overwrites the copy. Safe because every path of
+# kernels.cc reads a row completely (max, sum) before it writes any of that row's outputs,
+# and the output loops after that are elementwise (y[i] from x[i] only); rows, and the
+# stretches of a row split over threads, are disjoint. See tests/test_inplace.py.
+INPLACE = True
+
+
+def _same_shape_call(target, x, inplace):
+    inplace = INPLACE if inplace is None else inplace
+    call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(x.shape, jnp.float32),
+                            vmap_method="broadcast_all",
+                            input_output_aliases={0: 0} if inplace else None)
     return call(x)
 
 
-def log_softmax_f32(x):
-    """Log-softmax of float32 ``x`` over its last axis (see ``kernels.cc``)."""
-    call = jax.ffi.ffi_call("expnorm_log_softmax_f32", jax.ShapeDtypeStruct(x.shape, jnp.float32),
-                            vmap_method="broadcast_all")
-    return call(x)
+def softmax_f32(x, inplace: bool | None = None):
+    """Softmax of float32 ``x`` over its last axis (see ``kernels.cc``), written into ``x``'s
+    buffer when ``inplace`` (default: ``INPLACE``) and ``x`` is donated."""
+    return _same_shape_call("expnorm_softmax_f32", x, inplace)
+
+
+def log_softmax_f32(x, inplace: bool | None = None):
+    """Log-softmax of float32 ``x`` over its last axis (see ``kernels.cc``), in place as
+    :func:`softmax_f32`."""
+    return _same_shape_call("expnorm_log_softmax_f32", x, inplace)
 
 
 def row_stats_f32(x):
