@@ -48,6 +48,14 @@ class RowStats(NamedTuple):
     l_lo: jax.Array
 
 
+def row_max(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """Max over ``axes`` (keepdims); ``-inf`` for an empty reduction. The ``-inf`` initial value
+    is used only when a reduced axis has length 0: as a constant it would trip debug_infs."""
+    if any(x.shape[a] == 0 for a in axes):
+        return jnp.max(x, axis=axes, keepdims=True, initial=-jnp.inf)
+    return jnp.max(x, axis=axes, keepdims=True)
+
+
 def row_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None,
               accurate: bool = False) -> RowStats:
     """Compute :class:`RowStats` for a wide (float64) ``x`` reduced over ``axes``.
@@ -57,10 +65,9 @@ def row_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None,
     """
     exp_, log1p_ = (exp_dd_accurate, log1p_dd_accurate) if accurate else (exp_dd, log1p_dd)
     x = opaque(x)  # a constant input (e.g. closed over under jit) must not be folded through
-    neg_inf = jnp.array(-jnp.inf, x.dtype)
-    xk = x if kept is None else jnp.where(kept, x, neg_inf)
+    xk = x if kept is None else neginf_where(~kept, x)
     nan_row = jnp.any(jnp.isnan(xk), axis=axes, keepdims=True)
-    m = jnp.max(jnp.where(jnp.isnan(xk), neg_inf, xk), axis=axes, keepdims=True, initial=-jnp.inf)
+    m = row_max(neginf_where(jnp.isnan(xk), xk), axes)
     empty_row = is_neginf(m)
     inf_row = is_posinf(m)
     m0 = jnp.where(jnp.isfinite(m), m, 0.0)
@@ -160,8 +167,8 @@ class FastStats(NamedTuple):
 
 def fast_stats(x: jax.Array, axes: tuple[int, ...], kept: jax.Array | None) -> FastStats:
     """Max (in the input dtype: exact) and float64 shifted exponentials, no dd corrections."""
-    xk = x if kept is None else jnp.where(kept, x, jnp.array(-jnp.inf, x.dtype))
-    m_in = jnp.max(xk, axis=axes, keepdims=True, initial=-jnp.inf)  # NaN propagates
+    xk = x if kept is None else neginf_where(~kept, x)
+    m_in = row_max(xk, axes)  # NaN propagates
     m = m_in.astype(WIDE_DTYPE)
     xw = xk.astype(WIDE_DTYPE)
     nan_row = jnp.isnan(m)

@@ -247,7 +247,9 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis: Axis = -1, w
     """
     logits = as_float_array(logits, "logits")
     if isinstance(axis, tuple):
-        class_axes = canonical_axes(axis, logits.ndim)
+        canonical_axes(axis, logits.ndim)  # validates: ints, in range, no repeats
+        # in the order given, as optax: the flat label indexes the slice in that axis order
+        class_axes = tuple(int(a) % logits.ndim for a in axis)
         if not class_axes:
             raise ValueError("axis must name at least one class axis")
         kept = _where_mask(where, logits, class_axes)

@@ -6,9 +6,11 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _native
-from ._checks import Axis, as_float_array, broadcast_mask, canonical_axes, check_temperature
+from ._checks import (Axis, as_float_array, broadcast_mask, canonical_axes, check_temperature,
+                      inexact_dtype)
 from ._rows import (fast_logsumexp, fast_stats, logsumexp_from, masked_tangent, row_logsumexp,
                     row_softmax, row_stats)
 from ._special import is_neginf, is_posinf, nan_where, neginf_where, posinf_where
@@ -155,12 +157,16 @@ def logsumexp(a, axis: Axis = None, b=None, keepdims: bool = False, return_sign:
         ``where`` not broadcastable to their shape;
         a concrete ``temperature`` that is not positive and finite.
     """
-    a = as_float_array(a, "a")
     if b is not None:
-        # As jax and SciPy: a and b broadcast together (axis refers to the broadcast shape),
-        # and the result has their promoted dtype (a Python scalar b is weakly typed).
-        b_arr = b if isinstance(b, (int, float)) else as_float_array(b, "b")
-        out_dtype = jnp.dtype(jnp.result_type(a, b_arr))
+        # As jax: a and b broadcast together (axis refers to the broadcast shape), and the
+        # result has the floating dtype of their promoted dtype, promoted before any conversion
+        # (int64 a with float32 b gives float32; a Python scalar b is weakly typed).
+        a_in = jnp.asarray(np.asarray(a) if isinstance(a, (list, tuple)) else a)
+        b_arr = b if isinstance(b, (int, float)) else jnp.asarray(
+            np.asarray(b) if isinstance(b, (list, tuple)) else b)
+        as_float_array(a_in, "a"), as_float_array(b_arr, "b")  # the dtype checks (complex...)
+        out_dtype = inexact_dtype(jnp.result_type(a_in, b_arr))
+        a = a_in.astype(out_dtype)
         try:
             shape = jnp.broadcast_shapes(a.shape, jnp.shape(b_arr))
         except ValueError as err:
@@ -168,6 +174,8 @@ def logsumexp(a, axis: Axis = None, b=None, keepdims: bool = False, return_sign:
                              f"{a.shape}") from err
         a = jnp.broadcast_to(a.astype(out_dtype), shape)
         b = jnp.broadcast_to(jnp.asarray(b_arr, out_dtype), shape)
+    else:
+        a = as_float_array(a, "a")
     axes = canonical_axes(axis, a.ndim)
     kept = broadcast_mask(where, a.shape)
     check_temperature(temperature)
