@@ -46,14 +46,15 @@ __all__ = [
 ]
 
 SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
-DIGITS = 4  # decimals kept in the frames (the charts show 3)
+DIGITS = 4  # significant digits kept in the frames (the charts show 3 decimals)
 WIDTH = 520
 
 
 def _r(x: float) -> float | None:
-    """A float for the JSON frames: rounded, ``None`` for inf or NaN."""
+    """A float for the JSON frames: ``DIGITS`` significant digits (so a tiny probability stays
+    positive and only an exact 0 is 0), ``None`` for inf or NaN."""
     x = float(x)
-    return round(x, DIGITS) if math.isfinite(x) else None
+    return float(f"{x:.{DIGITS}g}") if math.isfinite(x) else None
 
 
 def _grid(lo: float, hi: float, step: float) -> np.ndarray:
@@ -321,8 +322,7 @@ def alternatives_frames():
     for i in range(len(ts)):
         for m in METHODS:
             p = np.asarray(out[m], dtype=np.float64)[i]
-            # exact zeros stay exact: 0.0 rounds to 0.0, anything else to DIGITS decimals
-            rows.append({"f": i, "m": m, "p": [0.0 if v == 0 else _r(v) for v in p]})
+            rows.append({"f": i, "m": m, "p": [_r(v) for v in p]})  # exact zeros stay 0
     return rows
 
 
