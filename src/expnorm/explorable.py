@@ -273,8 +273,9 @@ def simplex_figure(name: str = "fig-ch2-explorable-simplex") -> Explorable:
         "layer": [
             {"data": {"values": corners}, "mark": {"type": "line", "color": GREY},
              "encoding": {**enc_xy, "order": {"field": "o"}}},
-            {"data": {"values": corners[:3]},
-             "mark": {"type": "text", "dy": 14, "color": GREY, "fontSize": 12},
+            {"data": {"values": [{**c, "y": c["y"] + (0.09 if c["o"] == 2 else -0.09)}
+                                 for c in corners[:3]]},
+             "mark": {"type": "text", "color": GREY, "fontSize": 12},
              "encoding": {**enc_xy, "text": {"field": "v"}}},
             {**points, "mark": {"type": "point", "filled": True, "size": 160, "clip": True},
              "encoding": {**enc_xy, "color": color,
