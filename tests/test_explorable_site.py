@@ -86,8 +86,14 @@ def host(built_site):
 class Visit:
     """One page in a fresh browser context, with every request recorded."""
 
-    def __init__(self, browser, server, doc, context=None):
-        self.context = context or browser.new_context(viewport={"width": 1280, "height": 1000})
+    def __init__(self, browser, server, doc, context=None, mode="light"):
+        if context is None:
+            context = browser.new_context(color_scheme=mode,
+                                          viewport={"width": 1280, "height": 1000})
+            # pydata-sphinx-theme keeps the reader's choice in localStorage ("mode")
+            context.add_init_script(f"try {{ localStorage.setItem('mode', '{mode}'); "
+                                    f"localStorage.setItem('theme', '{mode}'); }} catch (e) {{}}")
+        self.context = context
         self.page = self.context.new_page()
         self.requests, self.foreign, self.sizes, self.errors = [], [], {}, []
         self.page.on("request", self._request)
@@ -124,8 +130,8 @@ class Visit:
 def visit(browser, server, host):  # noqa: F811
     opened = []
 
-    def open_(doc, context=None, like_host=False):
-        v = Visit(browser, host if like_host else server, doc, context)
+    def open_(doc, context=None, like_host=False, mode="light"):
+        v = Visit(browser, host if like_host else server, doc, context, mode)
         opened.append(v)
         return v
 
@@ -291,15 +297,16 @@ def test_online_figure(visit):
     assert not v.errors and not v.foreign, (v.errors, v.foreign)
 
 
+@pytest.mark.parametrize("mode", ["light", "dark"])
 @pytest.mark.parametrize("label", sorted(FIGURES))
-def test_figure_has_no_axe_violation(visit, axe_js, label):  # noqa: F811
-    v = visit(FIGURES[label])
+def test_figure_has_no_axe_violation(visit, axe_js, label, mode):  # noqa: F811
+    v = visit(FIGURES[label], mode=mode)
     v.figure(label)
     v.page.evaluate(axe_js)
     result = v.page.evaluate("""async id => await axe.run(document.getElementById(id),
         {resultTypes: ['violations']})""", f"explorable-{label}")
     bad = [(r["id"], r["impact"], [n["target"] for n in r["nodes"]]) for r in result["violations"]]
-    assert not bad, f"{label}: {bad}"
+    assert not bad, f"{label} ({mode}): {bad}"
 
 
 def test_pages_offline_one_cached_script_and_size_budget(visit):

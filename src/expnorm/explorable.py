@@ -92,7 +92,7 @@ class Explorable:
         alt = html.escape(self.alt, quote=True)
         return (
             f'<div class="explorable" id="explorable-{self.name}" data-explorable="{self.name}" '
-            f'role="group" aria-label="{alt}">'
+            f'role="group" aria-label="{alt}" style="overflow-x: auto">'
             f'<div class="explorable-view">'
             f'<img class="explorable-fallback" src="data:image/png;base64,{png}" alt="{alt}">'
             f"</div>"
