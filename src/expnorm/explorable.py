@@ -200,10 +200,10 @@ def temperature_figure(name: str = "fig-ch4-explorable-temperature") -> Explorab
            "z3, z4 set by sliders (-2 to 2), and a temperature slider from T = 0.03 to T = 30. "
            "At small T the bar of the largest score approaches 1 (argmax); at large T all four "
            "bars approach 0.25 (uniform). Each bar is labelled with its probability.")
-    caption = ("Softmax under temperature, explorable: move the temperature slider (log10 T from "
-               "-1.5 to 1.5) and the scores z2, z3, z4 (z1 is fixed at 0, since softmax ignores "
-               "a common shift). Every probability drawn was computed by expnorm.softmax for "
-               "that slider position.")
+    caption = ("Softmax under temperature. On the website, sliders set the temperature (log10 T "
+               "from -1.5 to 1.5) and the scores z2, z3, z4 (z1 stays 0, since softmax ignores "
+               "a common shift); the printed book shows the sliders' starting position. Every "
+               "probability drawn was computed by expnorm.softmax for that slider position.")
     return _finish(name, spec, alt, caption)
 
 
@@ -296,8 +296,9 @@ def simplex_figure(name: str = "fig-ch2-explorable-simplex") -> Explorable:
            "marks the linear normalization z / sum(z), which leaves the triangle as soon as a "
            "score is negative and is undefined when the scores sum to 0. Both values are "
            "printed above the plot.")
-    caption = ("The images of softmax and of linear normalization on the K = 3 simplex, "
-               "explorable: move the score sliders. Softmax never leaves the open triangle; "
+    caption = ("The images of softmax and of linear normalization on the K = 3 simplex. On the "
+               "website, sliders set the scores (the printed book shows their starting "
+               "position). Softmax never leaves the open triangle; "
                "z / sum(z) does whenever a score is negative, and jumps when the sum crosses 0. "
                "Both points were computed by expnorm (softmax, linear_normalize) for every "
                "slider position.")
@@ -365,9 +366,10 @@ def alternatives_figure(name: str = "fig-ch4-explorable-alternatives") -> Explor
            "by a slider (T = 0.1 to 10). Softmax keeps every bar positive; sparsemax and "
            "1.5-entmax set the smallest classes to exactly 0 (labelled 0 in orange), fewer of "
            "them as T grows.")
-    caption = ("Softmax, sparsemax and 1.5-entmax on the same scores under a temperature, "
-               "explorable: a label 0 (orange) is an exact zero. Every value drawn was computed "
-               "by expnorm (softmax, sparsemax, entmax15) for that slider position.")
+    caption = ("Softmax, sparsemax and 1.5-entmax on the same scores under a temperature (a "
+               "slider on the website; the printed book shows T = 1). A label 0 (orange) is an "
+               "exact zero. Every value drawn was computed by expnorm (softmax, sparsemax, "
+               "entmax15) for that slider position.")
     return _finish(name, spec, alt, caption)
 
 
@@ -443,9 +445,10 @@ def online_figure(name: str = "fig-ch7-explorable-online") -> Explorable:
            "grey; a dashed line marks the running maximum m. A line of text gives the state "
            "after each chunk: m, d = sum of exp(x - m) so far, the running log-sum-exp m + log d "
            "and the factor by which the old d was rescaled.")
-    caption = ("The online normalizer, one chunk at a time, explorable: the state (m, d) is "
-               "updated with each chunk, and the old sum is rescaled only when the maximum "
-               "grows. After the last chunk m + log d is the whole row's log-sum-exp. The "
+    caption = ("The online normalizer, one chunk at a time (a slider on the website steps "
+               "through the chunks; the printed book shows the state after two). The state "
+               "(m, d) is updated with each chunk, and the old sum is rescaled only when the "
+               "maximum grows. After the last chunk m + log d is the whole row's log-sum-exp. The "
                "states were computed by expnorm.online_update.")
     return _finish(name, spec, alt, caption)
 
