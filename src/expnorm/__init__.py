@@ -36,7 +36,7 @@ from .parallel import vocab_parallel_cross_entropy, vocab_parallel_softmax
 from .softmax import log_softmax, softmax
 from .teaching import linear_normalize, naive_softmax
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "OnlineLSE",
