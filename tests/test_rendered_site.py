@@ -99,9 +99,16 @@ def visit(browser, server, axe_js, doc, mode):
         return _CACHE[key]
     context, page, _ = open_page(browser, server, doc, mode)
     try:
+        # MathJax may still be loading (window.MathJax is only its configuration until the
+        # script runs): on a page with math, wait for the loader, then for the typesetting.
         page.evaluate("""async () => {
+            const hasMath = document.querySelector('span.math, div.math') !== null;
+            for (let i = 0; hasMath && i < 600 &&
+                 !(window.MathJax && MathJax.startup && MathJax.startup.promise); i++)
+                await new Promise(r => setTimeout(r, 100));
             if (window.MathJax && MathJax.startup && MathJax.startup.promise)
                 await MathJax.startup.promise;
+            if (window.MathJax && MathJax.typesetPromise) await MathJax.typesetPromise();
         }""")
         text = page.evaluate(VISIBLE_TEXT_JS)
         out = {
