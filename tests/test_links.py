@@ -64,7 +64,8 @@ def parse(path: Path) -> Page:
 
 def is_external(url: str) -> bool:
     s = urlsplit(url)
-    return bool(s.scheme and s.scheme not in ("file",)) or url.startswith("//")
+    # data: URIs (the explorable figures' inline PNG fallbacks) are inline: they load nothing
+    return bool(s.scheme and s.scheme not in ("file", "data")) or url.startswith("//")
 
 
 @pytest.fixture(scope="module")

@@ -139,9 +139,15 @@ def test_softmax_cross_entropy(case):
     check(g, grad)
 
 
-def test_cross_entropy_has_no_where_argument():
-    # the table's "where: none kept" row is n/a for the cross-entropy
-    assert "where" not in inspect.signature(expnorm.softmax_cross_entropy).parameters
+def test_cross_entropy_where_excludes_every_class_gives_zero():
+    # optax's where= (issue 15): an example with no included class has loss 0 and gradient 0
+    z = jnp.array([[1.0, 2.0, 3.0]])
+    y = jnp.array([[0.0, 0.0, 1.0]])
+    none = jnp.zeros((1, 3), bool)
+    assert "where" in inspect.signature(expnorm.softmax_cross_entropy).parameters
+    loss, grad = jax.value_and_grad(
+        lambda z: expnorm.softmax_cross_entropy(z, y, where=none).sum())(z)
+    assert float(loss) == 0.0 and not np.any(np.asarray(grad))
 
 
 def test_masked_nan_is_ignored():
