@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import ARTIFACTS, chapter_docnames
-from test_browser import QuietHandler, axe_js, browser, server  # noqa: F401  (fixtures)
+from test_browser import QuietHandler, axe_js, browser, server, settle, track_requests  # noqa: F401
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -103,7 +103,10 @@ class Visit:
         self.page.on("console", lambda m: m.type in ("error", "warning")
                      and re.search("explorable|vega", m.text, re.I)
                      and self.errors.append(m.text))
-        self.page.goto(server + f"{doc}.html", wait_until="networkidle")
+        self.record = {}
+        track_requests(self.page, self.record)
+        self.page.goto(server + f"{doc}.html", wait_until="load")
+        settle(self.page, self.record)
 
     def _request(self, req):
         self.requests.append(req.url)
