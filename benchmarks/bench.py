@@ -19,9 +19,12 @@ Parts (all by default; a part left out keeps its previous entry of results.json)
   operations (fusions, reductions, custom calls) XLA compiled each jax function into.
 * attention: peak resident memory of plain vs tiled attention for increasing N, one process
   per measurement (benchmarks/attention_memory.py).
-* ce: linear cross-entropy forward+backward, naive vs chunked vs fused, each variant in
-  CE_PROCESSES fresh processes run one after the other (the variants interleaved), each
-  process timing its second call (benchmarks/ce_memory.py).
+* ce: linear cross-entropy forward+backward, naive vs chunked vs fused, at the sizes of
+  CE_SIZES (from N=1024, V=32768 to N=8192, D=1024, V=131072), each size and variant in a
+  fresh process of its own, one at a time (benchmarks/ce_memory.py). Each process measures
+  its floor (the runtime, the compiled function, the inputs and arrays of the gradients'
+  shapes), its peak resident memory, and CE_CALLS timed calls after one untimed call; the
+  chunk sizes are expnorm's own choice for the problem (expnorm.chunked.chunk_plan).
 
 Every timing is stored as its median, min and max over at least 5 runs, with every run;
 conclusions are drawn only from ratios outside the measured spread. Each part stores the
@@ -53,18 +56,22 @@ SHAPES = [(1024, 32768), (64, 262144), (1, 2**24)]
 COPY_BYTES = 128 * 2**20
 PY = sys.executable
 MIN_RUNS = 5
-# Linear cross-entropy sizes. Reduced from N=8192, D=1024, V=131072 (a 4 GiB logits matrix,
-# ~10 GiB peak, ~30 s per call) so that 5 runs of each variant fit in a few minutes on a
-# shared machine (N x V logits of 512 MiB).
-CE_SIZE = (2048, 512, 65536)
-CE_PROCESSES = 5
+# Linear cross-entropy sizes (N, D, V): logits of 128 MiB to 4 GiB. The largest is the size
+# of the original benchmark (about 10 GiB of peak memory and a minute per call for the naive
+# version on 2 cores).
+CE_SIZES = [(1024, 512, 32768), (2048, 512, 65536), (4096, 1024, 65536), (8192, 1024, 131072)]
+CE_CALLS = 5
+CE_VARIANTS = ("naive", "chunked", "fused")
+# The memory target applies where the naive version needs more than this beyond the floor.
+CE_MEMORY_TARGET_ABOVE = 2**30
 # The files whose code each part runs (paths relative to the repository root).
 KERNELS = "src/expnorm/_native/kernels.cc"
 SOURCES = {
     "speed": [KERNELS, "benchmarks/bench.py"],
     "bounds": [KERNELS, "benchmarks/bench.py"],
     "attention": ["benchmarks/bench.py", "benchmarks/attention_memory.py"],
-    "ce": ["benchmarks/bench.py", "benchmarks/ce_memory.py"],
+    "ce": ["benchmarks/bench.py", "benchmarks/ce_memory.py", "src/expnorm/chunked.py",
+           "src/expnorm/online.py"],
 }
 
 
@@ -344,36 +351,54 @@ def attention_part():
 
 
 def ce_part():
-    n, d, v = CE_SIZE
-    variants = ("naive", "chunked", "fused")
-    out = {"n": n, "d": d, "v": v, "dtype": "float32", "processes": CE_PROCESSES,
-           "timed_call": "the second call in each process (the first one after compiling "
-                         "is run untimed)", "runs": {}}
-    per = {name: [] for name in variants}
-    for i in range(CE_PROCESSES):
-        for variant in variants:  # sequentially: never two at once; interleaved
-            r = _child("ce_memory.py", variant, n, d, v, 2)
-            per[variant].append(r)
-            print("ce", i, variant, f"peak {r['peak_rss_bytes'] / 2**30:.2f} GiB",
+    out = {"dtype": "float32", "calls": CE_CALLS,
+           "timed_calls": f"{CE_CALLS} calls in each process after one untimed call",
+           "memory_target_above_bytes": CE_MEMORY_TARGET_ABOVE, "sizes": []}
+    for n, d, v in CE_SIZES:
+        size = {"n": n, "d": d, "v": v, "logits_bytes": 4 * n * v, "runs": {}}
+        for variant in CE_VARIANTS:  # one process each, never two at once
+            r = _child("ce_memory.py", variant, n, d, v, CE_CALLS)
+            size["runs"][variant] = {
+                "loss": r["loss"], "plan": r["plan"], "peak_rss_bytes": r["peak_rss_bytes"],
+                "baseline_rss_bytes": r["baseline_rss_bytes"], "floor_rss_bytes": r["floor_rss_bytes"],
+                "beyond_floor_bytes": r["peak_rss_bytes"] - r["floor_rss_bytes"],
+                "time": stats(r["times_s"])}
+            print("ce", (n, d, v), variant, r["plan"],
+                  f"beyond floor {size['runs'][variant]['beyond_floor_bytes'] / 2**20:.0f} MiB",
+                  f"(floor {r['floor_rss_bytes'] / 2**20:.0f} MiB)",
                   f"times {[round(t, 2) for t in r['times_s']]}", flush=True)
-    for variant, procs in per.items():
-        peaks = [p["peak_rss_bytes"] for p in procs]
-        bases = [p["baseline_rss_bytes"] for p in procs]
-        extra = [p - b for p, b in zip(peaks, bases)]
-        out["runs"][variant] = {
-            "loss": procs[0]["loss"], "losses": [p["loss"] for p in procs],
-            "peak_rss_bytes": _int_stats(peaks), "baseline_rss_bytes": _int_stats(bases),
-            "extra_rss_bytes": _int_stats(extra),
-            "time": stats([p["times_s"][-1] for p in procs]),
-        }
-    naive = out["runs"]["naive"]
-    for variant in ("chunked", "fused"):
-        r = out["runs"][variant]
-        r["peak_ratio_to_naive"] = r["peak_rss_bytes"]["median"] / naive["peak_rss_bytes"]["median"]
-        r["extra_ratio_to_naive"] = (r["extra_rss_bytes"]["median"]
-                                     / naive["extra_rss_bytes"]["median"])
-        r["time_ratio_to_naive"] = r["time"]["median_s"] / naive["time"]["median_s"]
+        naive = size["runs"]["naive"]
+        size["memory_target_applies"] = naive["beyond_floor_bytes"] > CE_MEMORY_TARGET_ABOVE
+        for variant in CE_VARIANTS[1:]:
+            r = size["runs"][variant]
+            r["beyond_floor_ratio_to_naive"] = r["beyond_floor_bytes"] / naive["beyond_floor_bytes"]
+            r["time_ratio_to_naive"] = r["time"]["median_s"] / naive["time"]["median_s"]
+            # faster or slower only when the spreads do not overlap
+            r["time_spreads_apart"] = (r["time"]["max_s"] < naive["time"]["min_s"]
+                                       or r["time"]["min_s"] > naive["time"]["max_s"])
+            r["memory_target_met"] = (r["beyond_floor_ratio_to_naive"] < 0.25
+                                      if size["memory_target_applies"] else None)
+            r["time_target_met"] = r["time"]["median_s"] <= naive["time"]["median_s"]
+        out["sizes"].append(size)
+    print_ce_table(out)
     return out
+
+
+def print_ce_table(ce):
+    print("\nlinear cross-entropy, forward + backward (median s [min-max]; MiB beyond the floor)")
+    for size in ce["sizes"]:
+        naive = size["runs"]["naive"]
+        line = [f"N={size['n']:5d} D={size['d']:4d} V={size['v']:6d}",
+                f"naive {_fmt_s(naive['time'])} {naive['beyond_floor_bytes'] / 2**20:6.0f}"]
+        for variant in CE_VARIANTS[1:]:
+            r = size["runs"][variant]
+            line.append(f"{variant} {r['plan']} {_fmt_s(r['time'])} x{r['time_ratio_to_naive']:.2f} "
+                        f"{r['beyond_floor_bytes'] / 2**20:6.0f} ({r['beyond_floor_ratio_to_naive']:.2f})")
+        print(" | ".join(line))
+
+
+def _fmt_s(t):
+    return f"{t['median_s']:.2f} [{t['min_s']:.2f}-{t['max_s']:.2f}]"
 
 
 def _int_stats(values):

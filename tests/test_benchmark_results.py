@@ -55,8 +55,9 @@ def _timings(results):
     for run in results["bounds"]["runs"]:
         for name, timing in run["timings"].items():
             yield f"bounds {run['shape']} {run['allocator']} {name}", timing
-    for name, run in results["ce"]["runs"].items():
-        yield f"ce {name}", run["time"]
+    for size in results["ce"]["sizes"]:
+        for name, run in size["runs"].items():
+            yield f"ce {size['n']}x{size['d']}x{size['v']} {name}", run["time"]
 
 
 def test_every_timing_is_a_median_of_at_least_5_runs_with_its_spread(results):
@@ -71,28 +72,22 @@ def test_every_timing_is_a_median_of_at_least_5_runs_with_its_spread(results):
     assert count > 50
 
 
-def test_memory_runs_are_repeated(results):
-    for name, run in results["ce"]["runs"].items():
-        for key in ("peak_rss_bytes", "baseline_rss_bytes", "extra_rss_bytes"):
-            values = run[key]["values"]
-            assert len(values) >= MIN_RUNS, (name, key)
-            assert run[key]["min"] <= run[key]["median"] <= run[key]["max"], (name, key)
-
-
-def test_the_machine_is_described(results):
-    machine = results["machine"]
-    for key in ("cpu_model", "logical_cpus", "cpus_available", "memory_bytes", "caches"):
-        assert machine[key], key
-    assert any(c["level"] == "3" for c in machine["caches"])
-    for part in PARTS:
-        for when in ("load_average_before", "load_average_after"):
-            load = results[part][when]
-            assert set(load) == {"1min", "5min", "15min"}, (part, when)
-            assert all(v >= 0 for v in load.values())
-
-
-def test_the_bounds_controls_are_present(results):
-    wanted = {"max_alone", "sum_exp_alone", "sum_exp_shifted_f32",
-              "max_and_sum_exp_independent", "numpy_copy_preallocated"}
-    for run in results["bounds"]["runs"]:
-        assert wanted <= set(run["timings"]), run["shape"]
+def test_the_cross_entropy_sweep_covers_the_sizes_it_promises(results):
+    """At least four sizes from N=1024, V=32768 up to N=8192, D=1024, V=131072, each variant
+    measured in a process of its own, with its floor below its peak."""
+    sizes = [(s["n"], s["d"], s["v"]) for s in results["ce"]["sizes"]]
+    assert len(sizes) >= 4
+    assert (1024, 32768) == (sizes[0][0], sizes[0][2]) and sizes[-1] == (8192, 1024, 131072)
+    for size in results["ce"]["sizes"]:
+        assert set(size["runs"]) == {"naive", "chunked", "fused"}
+        for name, run in size["runs"].items():
+            assert run["baseline_rss_bytes"] <= run["floor_rss_bytes"] <= run["peak_rss_bytes"]
+            assert run["beyond_floor_bytes"] == run["peak_rss_bytes"] - run["floor_rss_bytes"]
+        naive = size["runs"]["naive"]["beyond_floor_bytes"]
+        for name in ("chunked", "fused"):
+            run = size["runs"][name]
+            assert run["beyond_floor_ratio_to_naive"] == pytest.approx(run["beyond_floor_bytes"] / naive)
+            assert run["plan"], name  # the chunk size the process used is recorded
+    # the chunk sizes come from the problem: not the same at every size
+    plans = {json.dumps(s["runs"]["fused"]["plan"]) for s in results["ce"]["sizes"]}
+    assert len(plans) > 1

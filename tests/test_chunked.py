@@ -142,3 +142,84 @@ def test_gradients_have_the_input_dtype(dtype, reduction):
     tol = 0.05 if dtype != jnp.float32 else 1e-5
     np.testing.assert_allclose(np.asarray(gx, np.float32), np.asarray(nx, np.float32), atol=tol, rtol=tol)
     np.testing.assert_allclose(np.asarray(gw, np.float32), np.asarray(nw, np.float32), atol=tol, rtol=tol)
+
+
+# ----------------------------------------------------------- the chunk sizes and the fast path
+
+
+@pytest.mark.parametrize("n, v", [(1024, 32768), (2048, 65536), (4096, 65536), (8192, 131072),
+                                  (7, 50), (100_000, 50), (3, 1_000_003)])
+def test_chunk_plan_follows_the_problem(n, v):
+    from expnorm.chunked import chunk_plan
+
+    plan = chunk_plan(n, v)
+    c, r = plan["chunk_size"], plan["row_chunk_size"]
+    assert 1 <= c <= v and 1 <= r <= n
+    # an (n, c) or (r, v) float32 block: at most max(1/8 of the logits matrix, 64 MiB) and at
+    # most 256 MiB, unless the floor (256 columns, 64 rows) or the whole problem forces more
+    budget = min(max(4 * n * v / 8, 64 * 2**20), 256 * 2**20)
+    for size, total, other, floor in ((c, v, n, 256), (r, n, v, 64)):
+        if size < min(total, floor):
+            raise AssertionError(f"{size} below the floor {floor} of {total}")
+        if floor < size < total:
+            assert 4 * other * size <= budget * 1.01, plan
+        if total % 8 == 0 and size < total:
+            assert size % 8 == 0
+    assert r <= 512
+    assert c == v or -(-v // c) * c - v < c  # the chunks split v almost evenly
+
+
+def test_chunk_plan_differs_with_the_size():
+    from expnorm.chunked import chunk_plan
+
+    plans = {(n, v): chunk_plan(n, v) for n, v in [(1024, 32768), (2048, 65536), (8192, 131072)]}
+    # by hand. (1024, 32768): the logits are 128 MiB; 1/16 of them is below the 32 MiB floor
+    # of a chunked block, 32 MiB / (4 B x 1024 rows) = 8192 columns; 1/8 is below the 64 MiB
+    # floor of a fused block, 64 MiB / (4 B x 32768 columns) = 512 rows (also the cap).
+    assert plans[(1024, 32768)] == {"chunk_size": 8192, "row_chunk_size": 512}
+    # (2048, 65536): 512 MiB of logits; 1/16 = 32 MiB -> 4096 columns, 1/8 = 64 MiB -> 256 rows
+    assert plans[(2048, 65536)] == {"chunk_size": 4096, "row_chunk_size": 256}
+    # (8192, 131072): 4 GiB; 1/16 = 256 MiB -> 8192 columns; 1/8 is above the 256 MiB cap,
+    # 256 MiB / (4 B x 131072) = 512 rows
+    assert plans[(8192, 131072)] == {"chunk_size": 8192, "row_chunk_size": 512}
+
+
+@pytest.mark.parametrize("scale", [0.25, 1.0, 3.0])
+@pytest.mark.parametrize("argmax_labels", [False, True])
+def test_float32_path_against_mpmath(scale, argmax_labels):
+    """Wide chunks (the sliced, compensated float32 sum) on exact logits: <= 1 ulp of mpmath.
+
+    Entries are multiples of 1/16 (times a power of 2), so every logit is exact whatever the
+    order of the matrix product; with the label at the argmax the losses reach 1e-12.
+    """
+    from expnorm import numerics as Nm
+
+    rng = np.random.default_rng(11)
+    n, d, v = 24, 16, 2000 + 5  # chunks of 700 and 605: 16 slices and leftover columns
+    x = (rng.integers(-32, 33, (n, d)) / 16 * scale).astype(np.float32)
+    w = (rng.integers(-32, 33, (v, d)) / 16).astype(np.float32)
+    z = x.astype(np.float64) @ w.astype(np.float64).T
+    labels = (z.argmax(1) if argmax_labels else rng.integers(0, v, n)).astype(np.int32)
+    got = np.asarray(expnorm.linear_cross_entropy(x, w, labels, chunk_size=700))
+    refs = [Nm.ref_cross_entropy_label(z[i].astype(np.float32), labels[i]) for i in range(n)]
+    worst = max(Nm.ulp_error(got[i], refs[i], np.float32) for i in range(n))
+    assert worst <= 1.0, worst
+    total = float(expnorm.linear_cross_entropy(x, w, labels, reduction="sum", row_chunk_size=8))
+    assert Nm.ulp_error(np.float32(total), sum(refs), np.float32) <= 1.0
+
+
+def test_float32_chunk_state_special_values_match_the_general_one():
+    from expnorm._wide import wide_context
+    from expnorm.chunked import _chunk_state
+    from expnorm.online import online_state
+
+    inf, nan = np.inf, np.nan
+    rows = np.array([[0, 1, 2, 3] * 5, [-inf, 0, 1, -inf] * 5, [-inf] * 20, [inf, 1, inf, 0] * 5,
+                     [nan, 1, 2, 3] * 5, [5, 5, 5, -inf] * 5, [1e30, -1e30, 3, 4] * 5,
+                     [3e38, -3e38, 0, 1] * 5], np.float32)
+    for cols in (20, 17, 3):  # 16 slices + leftover, and leftover only
+        with wide_context():
+            fast = _chunk_state(jnp.asarray(rows[:, :cols]))
+            ref = online_state(jnp.asarray(rows[:, :cols]), axis=1)
+        np.testing.assert_array_equal(np.asarray(fast.m), np.asarray(ref.m))
+        np.testing.assert_allclose(np.asarray(fast.t), np.asarray(ref.t), rtol=1e-7, atol=0)

@@ -55,6 +55,61 @@ def _chunks(v, chunk):
     return chunk, v // chunk, v % chunk
 
 
+# The chunk sizes chosen from the problem (``chunk_plan``). One block is a (rows, chunk)
+# float32 array of logits; a step keeps one or two more of its size alive (probabilities,
+# their gradient). Larger blocks are faster on a CPU (fewer, larger matrix products and, in
+# the fused scheme, fewer passes over the gradient of ``w``, which every row chunk reads and
+# writes); smaller ones save memory. The budget of a block is a fraction of the logits matrix
+# (1/8 for the fused scheme, 1/16 for the chunked one, whose blocks span all N rows), but at
+# least 64 MiB / 32 MiB (below that memory is not the problem) and at most 256 MiB.
+# Measured on the 2-core benchmark machine (benchmarks/bench.py, part "ce").
+_FUSED_BLOCK = (1 / 8, 64 * 2**20, 256 * 2**20)
+_CHUNKED_BLOCK = (1 / 16, 32 * 2**20, 256 * 2**20)
+# Below these, the matrix products lose efficiency: blocks of fewer than 256 vocabulary
+# columns, and fused row chunks of fewer than 64 rows; above 512 rows a fused row chunk
+# gained nothing more in time.
+_MIN_VOCAB_CHUNK = 256
+_MIN_ROW_CHUNK = 64
+_MAX_ROW_CHUNK = 512
+
+
+def _fit(total, ideal, floor):
+    """A chunk length near ``ideal`` (at least ``floor``) that splits ``total`` evenly:
+    equal chunks, rounded up to a multiple of 8, so the remainder is small or empty."""
+    ideal = max(int(ideal), floor)
+    if ideal >= total:
+        return total
+    pieces = -(-total // ideal)
+    size = -(-total // pieces)
+    return min(total, -(-size // 8) * 8)
+
+
+def chunk_plan(n: int, v: int) -> dict:
+    """The chunk sizes :func:`linear_cross_entropy` uses for ``N = n`` examples and a
+    vocabulary of ``V = v`` when ``chunk_size`` / ``row_chunk_size`` are not given.
+
+    One float32 block of the working set, ``(n, chunk_size)`` for ``reduction="none"`` or
+    ``(row_chunk_size, v)`` for ``"sum"``/``"mean"``, gets a budget of 1/16 (respectively 1/8)
+    of the ``(n, v)`` logits matrix, but at least 32 MiB (64 MiB) and at most 256 MiB. Then
+    ``chunk_size`` is at least 256 and ``row_chunk_size`` between 64 and 512 (where the matrix
+    products are efficient), each at most the whole problem, and both are evened out so that
+    the chunks split the problem into nearly equal parts.
+    Returns ``{"chunk_size": ..., "row_chunk_size": ...}``.
+    """
+    n, v = int(n), int(v)
+    if n < 1 or v < 1:
+        raise ValueError(f"need n >= 1 and v >= 1, got n={n}, v={v}")
+    logits = 4.0 * n * v
+
+    def budget(rule):
+        fraction, low, high = rule
+        return min(max(logits * fraction, low), high)
+
+    rows = min(budget(_FUSED_BLOCK) / (4 * v), _MAX_ROW_CHUNK)
+    return {"chunk_size": _fit(v, budget(_CHUNKED_BLOCK) / (4 * n), _MIN_VOCAB_CHUNK),
+            "row_chunk_size": _fit(n, rows, _MIN_ROW_CHUNK)}
+
+
 def naive_linear_cross_entropy(x, w, labels) -> jax.Array:
     """The reference: form the ``(N, V)`` logits, then the integer-label cross-entropy
     (``logsumexp(z) - z_label`` with :func:`jax.nn.logsumexp`-style code, all in ``x.dtype``)."""
@@ -62,6 +117,79 @@ def naive_linear_cross_entropy(x, w, labels) -> jax.Array:
     lse = jax.nn.logsumexp(z, axis=-1)
     zl = jnp.take_along_axis(z, labels[:, None], axis=-1)[:, 0]
     return (lse - zl).astype(x.dtype)
+
+
+
+def _two_sum(a, b):
+    """``a + b = s + err`` exactly (Knuth's TwoSum, any order of magnitudes)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+# Columns are summed in float32 over this many slices, each column pair with its rounding
+# error kept (TwoSum), and only the (rows, chunk / 16) partial sums are converted to float64.
+_SLICES = 16
+
+
+def _chunk_state(z):
+    """The online state of a chunk of logits, reduced over axis 1, in float64.
+
+    For float32 logits the work over the ``(N, chunk)`` block stays in float32, where XLA's CPU
+    loops vectorize: converting every term to float64 and summing there cost about twice as
+    much as the whole float32 log-sum-exp (1.1 s against 0.5 s for a (2048, 65536) block on
+    the 2-core benchmark machine), more than a third of the three matrix products. Instead:
+
+    * ``z - m`` is split exactly into ``d + lo`` (TwoSum) and each term is
+      ``exp(d) + exp(d) * lo`` (first order in ``lo``): the float32 ``exp``'s own error plus
+      half an ulp, not the error of rounding ``z - m``;
+    * the block is cut into 16 column slices summed elementwise in float32 with each
+      addition's rounding error carried alongside (TwoSum, a compensated sum: the partial
+      sums are as accurate as if added in twice the precision), and the partial sums and
+      their errors are added in float64.
+
+    Same special values as :func:`expnorm.online.online_state` (NaN rows, ``+inf`` and
+    ``-inf`` maxima, ties), which is used for every other dtype.
+    """
+    if z.dtype != jnp.float32:
+        return online_state(z, axis=1)
+    acc = jnp.dtype(WIDE)
+    rows, cols = z.shape
+    m = jnp.max(z, axis=1)  # NaN if the row holds a NaN: the whole state is then NaN
+    mk = m[:, None]
+    finite = jnp.isfinite(mk)
+    shift = jnp.where(finite, -mk, 0.0)
+
+    def terms(zs):
+        d, lo = _two_sum(zs, shift)
+        ok = jnp.isfinite(d)
+        e = jnp.exp(jnp.where(finite, d, 0.0))
+        e = e + e * jnp.where(ok, lo, 0.0)  # z = -inf: lo is NaN
+        at_max = zs == mk
+        e = jnp.where(mk == jnp.inf, 0.0, e)  # +inf row: only the +inf entries count (ties)
+        return jnp.where(at_max, 0.0, e), at_max.astype(jnp.float32)
+
+    width = cols // _SLICES
+    total = jnp.zeros((rows,), acc)
+    count = jnp.zeros((rows,), jnp.float32)
+    if width:
+        s = err = n_max = None
+        for i in range(_SLICES):
+            e, at = terms(lax.slice_in_dim(z, i * width, (i + 1) * width, axis=1))
+            if s is None:
+                s, err, n_max = e, jnp.zeros_like(e), at
+            else:
+                s, r = _two_sum(s, e)
+                err, n_max = err + r, n_max + at
+        total = jnp.sum(s.astype(acc) + err.astype(acc), axis=1)
+        count = jnp.sum(n_max, axis=1)
+    if cols > _SLICES * width:  # the last few columns
+        e, at = terms(z[:, _SLICES * width:])
+        total = total + jnp.sum(e.astype(acc), axis=1)
+        count = count + jnp.sum(at, axis=1)
+    ties = jnp.maximum(count.astype(acc) - 1.0, 0.0)
+    t = jnp.where(m == -jnp.inf, 0.0, total + ties)
+    return OnlineLSE(m.astype(acc), jnp.where(jnp.isnan(m), jnp.nan, t))
 
 
 # ------------------------------------------------------------------ per-example: recompute
@@ -91,7 +219,7 @@ def _forward_stats(x, w, labels, chunk):
         idx = jnp.clip(labels - start, 0, size - 1)
         picked = jnp.take_along_axis(z, idx[:, None], axis=1)[:, 0].astype(acc)
         zl = jnp.where(inside, picked, zl)
-        return online_combine(state, online_state(z, axis=1)), zl
+        return online_combine(state, _chunk_state(z)), zl
 
     def body(i, carry):
         start = i * chunk
@@ -172,7 +300,7 @@ def _fused_rows(x, w, labels, row_chunk, want_grads):
 
     def rows(x_r, l_r):
         z = _dot_t(x_r, w)
-        state = online_state(z, axis=1)
+        state = _chunk_state(z)
         lse = online_logsumexp(state)
         inside = (l_r >= 0) & (l_r < v)
         zl = jnp.take_along_axis(z, jnp.clip(l_r, 0, v - 1)[:, None], axis=1)[:, 0].astype(acc)
@@ -232,8 +360,9 @@ def _lce_sum_bwd(row_chunk, res, g):
 _lce_sum.defvjp(_lce_sum_fwd, _lce_sum_bwd)
 
 
-def linear_cross_entropy(x, w, labels, *, reduction: str = "none", chunk_size: int = 2048,
-                         row_chunk_size: int = 256) -> jax.Array:
+def linear_cross_entropy(x, w, labels, *, reduction: str = "none",
+                         chunk_size: int | None = None,
+                         row_chunk_size: int | None = None) -> jax.Array:
     r"""Cross-entropy of ``softmax(x @ w.T)`` against integer labels, without the logits matrix.
 
     .. math::
@@ -246,9 +375,10 @@ def linear_cross_entropy(x, w, labels, *, reduction: str = "none", chunk_size: i
       labels: integer array ``(N,)`` with values in ``[0, V)``.
       reduction: ``"none"`` (losses per example, shape ``(N,)``), ``"sum"`` or ``"mean"``.
       chunk_size: vocabulary rows per chunk for ``reduction="none"``: the working set is a few
-        ``(N, chunk_size)`` arrays.
+        ``(N, chunk_size)`` arrays. Default: chosen from ``N`` and ``V`` by
+        :func:`chunk_plan` (about 1/16 of the logits matrix per array, 32 to 256 MiB).
       row_chunk_size: examples per chunk for ``"sum"``/``"mean"``: the working set is a few
-        ``(row_chunk_size, V)`` arrays.
+        ``(row_chunk_size, V)`` arrays. Default: from :func:`chunk_plan` likewise.
 
     Returns:
       The losses in ``x.dtype``; an out-of-range label gives NaN (and a zero gradient with
@@ -272,6 +402,13 @@ def linear_cross_entropy(x, w, labels, *, reduction: str = "none", chunk_size: i
     if labels.shape != (x.shape[0],) or not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"labels must be integers of shape ({x.shape[0]},), got "
                          f"{labels.dtype} {labels.shape}")
+    for name, size in (("chunk_size", chunk_size), ("row_chunk_size", row_chunk_size)):
+        if size is not None and (isinstance(size, bool) or int(size) != size or size < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {size!r}")
+    plan = chunk_plan(x.shape[0], w.shape[0]) if x.shape[0] and w.shape[0] else {
+        "chunk_size": 1, "row_chunk_size": 1}
+    chunk_size = plan["chunk_size"] if chunk_size is None else int(chunk_size)
+    row_chunk_size = plan["row_chunk_size"] if row_chunk_size is None else int(row_chunk_size)
     if reduction == "none":
         return _lce_jit(x, w, labels, int(chunk_size))
     if reduction in ("sum", "mean"):
@@ -283,4 +420,4 @@ def linear_cross_entropy(x, w, labels, *, reduction: str = "none", chunk_size: i
 _lce_jit = jax.jit(_lce, static_argnums=3)
 _lce_sum_jit = jax.jit(_lce_sum, static_argnums=3)
 
-__all__ = ["linear_cross_entropy", "naive_linear_cross_entropy"]
+__all__ = ["chunk_plan", "linear_cross_entropy", "naive_linear_cross_entropy"]
