@@ -86,10 +86,12 @@ test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest --nbval --nbval-current-env \
 	    --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider tests book
 
-# Speed and memory benchmark (prints a table, writes benchmarks/results.json); not part of test.
+# Speed and memory benchmarks (print tables; write benchmarks/results.json, attention_train_memory.json, inplace.json); not part of test.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/attention_train_memory.py
+	$(BIN)/python benchmarks/inplace.py --rows 1024 --reps 11
+	$(BIN)/python benchmarks/inplace.py --rows 4096 --reps 7
 
 notebooks: $(STAMP)
 	$(BIN)/python tests/execute_notebooks.py book

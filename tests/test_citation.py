@@ -83,6 +83,11 @@ def test_every_chapter_has_a_cite_box(built_site):
         entry_title = re.search(r"\btitle\s*=\s*\{(.*)\},", entry).group(1)
         plain = lambda s: re.sub(r"[^a-z0-9]", "", s.lower().replace("\\", ""))
         assert plain(entry_title) == plain(title), f"{doc}: {entry_title!r} vs {title!r}"
+        # and the words stay apart around inline math ("Why $e^x$?", not "Why$e^x$?"); the
+        # page's first <h1> is the plain-text title ("Why e^x?")
+        unescaped = re.sub(r"\\([{}&%#_$])", r"\1", entry_title.replace("\\$", "\0"))
+        assert " ".join(unescaped.replace("$", "").replace("\0", "$").split()) == " ".join(
+            title.split()), f"{doc}: {entry_title!r} vs {title!r}"
         assert "booktitle = {Why Softmax?}" in entry
         assert f"version   = {{{v}}}" in entry
         assert f"url       = {{{base_url()}{doc}.html}}" in entry, entry

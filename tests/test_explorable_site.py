@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from conftest import ARTIFACTS, chapter_docnames
-from test_browser import QuietHandler, axe_js, browser, server, settle, track_requests  # noqa: F401
+from test_browser import (QuietHandler, axe_js, browser, end_transitions, server,  # noqa: F401
+                          settle, track_requests)
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -107,6 +108,7 @@ class Visit:
         track_requests(self.page, self.record)
         self.page.goto(server + f"{doc}.html", wait_until="load")
         settle(self.page, self.record)
+        end_transitions(self.page)
 
     def _request(self, req):
         self.requests.append(req.url)

@@ -25,18 +25,12 @@ import pytest
 
 import expnorm
 from expnorm import _native
+from test_native import SHAPES as KERNEL_PATH_SHAPES
 
-# One shape per branch of kernels.cc (for_rows / softmax_row) on this 2-thread machine; the
-# same branches as tests/test_native.py. With T threads, rows >= 2 T take the rows-in-parallel
-# branch and fewer rows of >= 2**17 entries are split over threads.
-PATHS = {
-    "small, one thread": (3, 50),
-    "many rows in parallel, cached exp": (300, 1000),
-    "batch dims": (2, 3, 4000),
-    "one long row, cached": (1, 100_003),
-    "rows longer than the cache, one thread each": (4, 2**18 + 7),
-    "few long rows split over threads": (2, 2**18 + 3),
-}
+# One shape per branch of kernels.cc (for_rows / softmax_row), shared with test_native.py.
+# With T threads, rows >= 2 T take the rows-in-parallel branch and fewer rows of >= 2**17
+# entries are split over threads.
+PATHS = KERNEL_PATH_SHAPES
 FUNCS = {"softmax": (expnorm.softmax, _native.softmax_f32),
          "log_softmax": (expnorm.log_softmax, _native.log_softmax_f32)}
 

@@ -138,19 +138,8 @@ def target_title(env, docname: str, anchor: str) -> str:
     return ""
 
 
-def title_bibtex(title: nodes.Node) -> str:
-    """A title as BibTeX: text escaped (spaces kept next to math), inline math as $...$."""
-    parts = []
-    for node in title.children:
-        if isinstance(node, nodes.math):
-            parts.append(f"${node.astext()}$")
-        else:
-            parts.append(re.sub(r"([{}&%#_$])", r"\\\1", node.astext()))
-    return " ".join("".join(parts).split())
-
-
 def resolve_cite_examples(app: Sphinx, doctree: nodes.document) -> None:
-    from why_softmax_site import base_url, bibtex_escape, book_year
+    from why_softmax_site import base_url, bibtex_escape, book_year, title_bibtex
 
     env, config = app.env, app.config
     for node in list(doctree.findall(cite_example)):

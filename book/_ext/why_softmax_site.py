@@ -75,13 +75,14 @@ def book_year(config) -> str:
 
 
 def title_bibtex(title: nodes.Node) -> str:
-    """A section title as BibTeX: text escaped, inline math kept as $...$."""
+    """A title as BibTeX: text escaped, inline math kept as $...$, and the spaces next to the
+    math kept ("Why $e^x$?", not "Why$e^x$?": each text piece is escaped unstripped)."""
     parts = []
     for node in title.children:
         if isinstance(node, nodes.math):
             parts.append(f"${node.astext()}$")
         else:
-            parts.append(bibtex_escape(node.astext()))
+            parts.append(re.sub(r"([{}&%#_$])", r"\\\1", node.astext()))
     return " ".join("".join(parts).split())
 
 

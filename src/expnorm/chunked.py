@@ -55,16 +55,18 @@ def _chunks(v, chunk):
     return chunk, v // chunk, v % chunk
 
 
-# The chunk sizes chosen from the problem (``chunk_plan``). One block is a (rows, chunk)
-# float32 array of logits; a step keeps one or two more of its size alive (probabilities,
-# their gradient). Larger blocks are faster on a CPU (fewer, larger matrix products and, in
-# the fused scheme, fewer passes over the gradient of ``w``, which every row chunk reads and
-# writes); smaller ones save memory. The budget of a block is a fraction of the logits matrix
-# (1/8 for the fused scheme, 1/16 for the chunked one, whose blocks span all N rows), but at
-# least 64 MiB / 32 MiB (below that memory is not the problem) and at most 256 MiB.
-# Measured on the 2-core benchmark machine (benchmarks/bench.py, part "ce").
+# The chunk sizes chosen from the problem (``chunk_plan``), measured on the 2-core benchmark
+# machine (benchmarks/bench.py, part "ce"; AMD EPYC, 32 MiB of last-level cache).
+# * chunked (``reduction="none"``): a (N, chunk) float32 block of logits of about 16 MiB.
+#   Half the last-level cache: a block written by one matrix product is still in the cache
+#   for the next step; in trials, blocks of 32 and 64 MiB were slower (at N = 4096, D = 1024,
+#   V = 65536: 14.6 s and 15.7 s per forward + backward pass).
+# * fused (``"sum"``/``"mean"``): every row chunk reads and writes the whole gradient of
+#   ``w``, so larger row chunks are faster (fewer such passes) and smaller ones save memory. A
+#   (row_chunk, V) block gets 1/8 of the logits matrix, but at least 64 MiB (below that
+#   memory is not the problem) and at most 256 MiB.
+_CHUNKED_BLOCK_BYTES = 16 * 2**20
 _FUSED_BLOCK = (1 / 8, 64 * 2**20, 256 * 2**20)
-_CHUNKED_BLOCK = (1 / 16, 32 * 2**20, 256 * 2**20)
 # Below these, the matrix products lose efficiency: blocks of fewer than 256 vocabulary
 # columns, and fused row chunks of fewer than 64 rows; above 512 rows a fused row chunk
 # gained nothing more in time.
@@ -88,25 +90,23 @@ def chunk_plan(n: int, v: int) -> dict:
     """The chunk sizes :func:`linear_cross_entropy` uses for ``N = n`` examples and a
     vocabulary of ``V = v`` when ``chunk_size`` / ``row_chunk_size`` are not given.
 
-    One float32 block of the working set, ``(n, chunk_size)`` for ``reduction="none"`` or
-    ``(row_chunk_size, v)`` for ``"sum"``/``"mean"``, gets a budget of 1/16 (respectively 1/8)
-    of the ``(n, v)`` logits matrix, but at least 32 MiB (64 MiB) and at most 256 MiB. Then
-    ``chunk_size`` is at least 256 and ``row_chunk_size`` between 64 and 512 (where the matrix
-    products are efficient), each at most the whole problem, and both are evened out so that
-    the chunks split the problem into nearly equal parts.
+    * ``chunk_size`` (``reduction="none"``): an ``(n, chunk_size)`` float32 block of about
+      16 MiB, and at least 256 vocabulary rows;
+    * ``row_chunk_size`` (``"sum"``/``"mean"``): a ``(row_chunk_size, v)`` float32 block of 1/8
+      of the logits matrix, but at least 64 MiB and at most 256 MiB; between 64 and 512 rows.
+
+    Each is at most the whole problem, and evened out so that the chunks split the problem
+    into nearly equal parts (multiples of 8). The constants were measured on one CPU (see the
+    comments in this module); on another machine, pass the sizes explicitly.
     Returns ``{"chunk_size": ..., "row_chunk_size": ...}``.
     """
     n, v = int(n), int(v)
     if n < 1 or v < 1:
         raise ValueError(f"need n >= 1 and v >= 1, got n={n}, v={v}")
-    logits = 4.0 * n * v
-
-    def budget(rule):
-        fraction, low, high = rule
-        return min(max(logits * fraction, low), high)
-
-    rows = min(budget(_FUSED_BLOCK) / (4 * v), _MAX_ROW_CHUNK)
-    return {"chunk_size": _fit(v, budget(_CHUNKED_BLOCK) / (4 * n), _MIN_VOCAB_CHUNK),
+    fraction, low, high = _FUSED_BLOCK
+    fused_block = min(max(4.0 * n * v * fraction, low), high)
+    rows = min(fused_block / (4 * v), _MAX_ROW_CHUNK)
+    return {"chunk_size": _fit(v, _CHUNKED_BLOCK_BYTES / (4 * n), _MIN_VOCAB_CHUNK),
             "row_chunk_size": _fit(n, rows, _MIN_ROW_CHUNK)}
 
 
@@ -375,8 +375,8 @@ def linear_cross_entropy(x, w, labels, *, reduction: str = "none",
       labels: integer array ``(N,)`` with values in ``[0, V)``.
       reduction: ``"none"`` (losses per example, shape ``(N,)``), ``"sum"`` or ``"mean"``.
       chunk_size: vocabulary rows per chunk for ``reduction="none"``: the working set is a few
-        ``(N, chunk_size)`` arrays. Default: chosen from ``N`` and ``V`` by
-        :func:`chunk_plan` (about 1/16 of the logits matrix per array, 32 to 256 MiB).
+        ``(N, chunk_size)`` arrays. Default: chosen from ``N`` by :func:`chunk_plan`
+        (an array of about 16 MiB).
       row_chunk_size: examples per chunk for ``"sum"``/``"mean"``: the working set is a few
         ``(row_chunk_size, V)`` arrays. Default: from :func:`chunk_plan` likewise.
 
