@@ -58,9 +58,11 @@ def _chunks(v, chunk):
 # The chunk sizes chosen from the problem (``chunk_plan``), measured on the 2-core benchmark
 # machine (benchmarks/bench.py, part "ce"; AMD EPYC, 32 MiB of last-level cache).
 # * chunked (``reduction="none"``): a (N, chunk) float32 block of logits of about 16 MiB.
-#   Half the last-level cache: a block written by one matrix product is still in the cache
-#   for the next step; in trials, blocks of 32 and 64 MiB were slower (at N = 4096, D = 1024,
-#   V = 65536: 14.6 s and 15.7 s per forward + backward pass).
+#   Half the last-level cache: a block written by one matrix product can still be in the
+#   cache for the next step. Trials, one process each (a few % of noise), forward + backward:
+#   N = 1024: 4, 16, 32 MiB took 1.05, 0.95, 1.03 s (one 128 MiB chunk, the whole vocabulary,
+#   0.91 s); N = 2048: 8, 16, 32 MiB took 3.88, 3.74, 3.85-3.97 s; N = 4096 (D = 1024): 16, 32,
+#   64 MiB took 15.1, 14.6, 15.7 s. A compromise, not the best size at every N.
 # * fused (``"sum"``/``"mean"``): every row chunk reads and writes the whole gradient of
 #   ``w``, so larger row chunks are faster (fewer such passes) and smaller ones save memory. A
 #   (row_chunk, V) block gets 1/8 of the logits matrix, but at least 64 MiB (below that
