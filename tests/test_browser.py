@@ -13,6 +13,7 @@ import http.server
 import os
 import re
 import threading
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -113,19 +114,6 @@ def open_page(browser, server, doc, mode):
     return context, page, record
 
 
-def end_transitions(page):
-    """Turn off CSS transitions and animations, and wait two frames.
-
-    The theme fades colours in (the switch to the reader's light or dark mode, the code cells'
-    toggles). An accessibility check that reads colours mid-fade can report a contrast that no
-    reader sees once the page has settled (an intermittent color-contrast failure on 456 code
-    tokens of the CPU appendix). The final colours are the same with or without the fade.
-    """
-    page.add_style_tag(content="*, *::before, *::after { transition: none !important; "
-                               "animation: none !important; }")
-    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
-
-
 def track_requests(page, record):
     """Keep ``record["pending"]``: the requests the page has started and not yet ended."""
     pending = record.setdefault("pending", {})
@@ -140,21 +128,35 @@ def settle(page, record, quiet_ms=500, limit_s=60):
     Playwright's own "networkidle" wait has no diagnosis when it times out (one CI run sat
     180 s on it for chapter 7). This one gives up after ``limit_s`` and returns the requests
     still open, so that the caller can report them; every check that needs a resource
-    (images, MathJax, the explorable figures) waits for that resource itself.
+    (images, MathJax, the explorable figures) waits for that resource itself. Timed in
+    Python, not in the page: the site's index page replaces itself (a meta refresh to the
+    intro), and an evaluation in the page would fail during that navigation.
     """
     pending = record["pending"]
-    quiet_since, start = None, page.evaluate("performance.now()")
+    start = quiet_since = time.monotonic()
     while True:
-        now = page.evaluate("performance.now()")
+        now = time.monotonic()
         if pending:
-            quiet_since = None
-        elif quiet_since is None:
             quiet_since = now
-        elif now - quiet_since >= quiet_ms:
+        elif now - quiet_since >= quiet_ms / 1000:
+            page.wait_for_load_state("load")  # the document a redirect led to, if any
             return []
-        if now - start > limit_s * 1000:
+        if now - start > limit_s:
             return sorted(set(pending.values()))
         page.wait_for_timeout(100)
+
+
+def end_transitions(page):
+    """Turn off CSS transitions and animations, and wait two frames.
+
+    The theme fades colours in (the switch to the reader's light or dark mode, the code cells'
+    toggles). An accessibility check that reads colours mid-fade can report a contrast that no
+    reader sees once the page has settled (an intermittent color-contrast failure on 456 code
+    tokens of the CPU appendix). The final colours are the same with or without the fade.
+    """
+    page.add_style_tag(content="*, *::before, *::after { transition: none !important; "
+                               "animation: none !important; }")
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
 
 
 @pytest.mark.parametrize("mode", MODES)
