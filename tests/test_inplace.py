@@ -1,7 +1,7 @@
 """Softmax and log-softmax written into the input's buffer (src/expnorm/_native/__init__.py).
 
-The float32 kernels declare their output as operand 0's buffer (``input_output_aliases``).
-Two things must hold:
+With ``overwrite_input=True`` the float32 kernels declare their output as operand 0's buffer
+(``input_output_aliases``); by default they write a fresh output. Two things must hold:
 
 * with ``jax.jit(f, donate_argnums=0)`` XLA allocates no new buffer for the result: the
   buffer assignment has no temporary of the array's size and no copy (without the alias it
@@ -10,13 +10,13 @@ Two things must hold:
   under jit, vmap and grad, on every path of kernels.cc; an input that is not donated is left
   unchanged (XLA copies it before the kernel overwrites it).
 
-The reference is the same kernel called without the alias (``inplace=False``), so any
-difference is the aliasing's (the kernels' accuracy is tests/test_native.py's business).
+The reference is the same kernel called without the alias (``inplace=False``, the default),
+so any difference is the aliasing's (the kernels' accuracy is tests/test_native.py's business).
 """
 
 from __future__ import annotations
 
-import contextlib
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -31,25 +31,14 @@ from test_native import SHAPES as KERNEL_PATH_SHAPES
 # With T threads, rows >= 2 T take the rows-in-parallel branch and fewer rows of >= 2**17
 # entries are split over threads.
 PATHS = KERNEL_PATH_SHAPES
-FUNCS = {"softmax": (expnorm.softmax, _native.softmax_f32),
-         "log_softmax": (expnorm.log_softmax, _native.log_softmax_f32)}
+FUNCS = {"softmax": (partial(expnorm.softmax, overwrite_input=True), _native.softmax_f32),
+         "log_softmax": (partial(expnorm.log_softmax, overwrite_input=True),
+                         _native.log_softmax_f32)}
+DEFAULTS = {"softmax": expnorm.softmax, "log_softmax": expnorm.log_softmax}
 
 
 def setup_module():
     assert _native.available(), f"native kernels not in use: {_native.status()}"
-
-
-@contextlib.contextmanager
-def aliasing(on: bool):
-    """expnorm with (on) or without the alias; traces are cached, so clear them around it."""
-    old = _native.INPLACE
-    _native.INPLACE = on
-    jax.clear_caches()
-    try:
-        yield
-    finally:
-        _native.INPLACE = old
-        jax.clear_caches()
 
 
 def data(shape, seed=0):
@@ -100,11 +89,15 @@ def test_without_donation_xla_copies_the_input(name):
     assert " copy(" in compiled.as_text()
 
 
-def test_without_the_alias_donation_allocates_a_fresh_output():
-    """The buffer test above can fail: the kernel without the alias gets a temporary."""
+@pytest.mark.parametrize("name", list(DEFAULTS))
+def test_by_default_a_fresh_output_and_no_copy(name):
+    """The default (no overwrite_input): not donated, the kernel writes a fresh output and XLA
+    copies nothing; donated, the buffer test above would fail (the kernel gets a temporary)."""
     x = jnp.zeros((64, 1024), jnp.float32)
-    with aliasing(False):
-        mem = jax.jit(expnorm.softmax, donate_argnums=0).lower(x).compile().memory_analysis()
+    compiled = jax.jit(DEFAULTS[name]).lower(x).compile()
+    assert " copy(" not in compiled.as_text()
+    assert compiled.memory_analysis().alias_size_in_bytes == 0
+    mem = jax.jit(DEFAULTS[name], donate_argnums=0).lower(x).compile().memory_analysis()
     assert mem.temp_size_in_bytes >= x.nbytes
 
 
@@ -152,8 +145,8 @@ def test_gradients_bit_identical_to_the_fresh_output_path(name, shape):
     fn, _ = FUNCS[name]
     x = data(shape)
     w = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    with aliasing(False):
-        ref_v, ref_g = (np.asarray(r) for r in jax.jit(jax.value_and_grad(_loss(fn, w)))(x))
+    ref_v, ref_g = (np.asarray(r) for r in
+                    jax.jit(jax.value_and_grad(_loss(DEFAULTS[name], w)))(x))
     xj = jnp.asarray(x)
     v, g = jax.jit(jax.value_and_grad(_loss(fn, w)))(xj)
     assert same_bits(v, ref_v) and same_bits(g, ref_g)
@@ -189,9 +182,9 @@ def test_input_used_again_after_the_call():
     """A donated input that the function still needs after the kernel: XLA must copy it."""
     x = data((300, 1000))
     ref = fresh_output(_native.softmax_f32, x)
-    out, again = jax.jit(lambda a: (expnorm.softmax(a), a + 0.0), donate_argnums=0)(jnp.asarray(x))
+    softmax, log_softmax = FUNCS["softmax"][0], FUNCS["log_softmax"][0]
+    out, again = jax.jit(lambda a: (softmax(a), a + 0.0), donate_argnums=0)(jnp.asarray(x))
     assert same_bits(out, ref) and same_bits(again, x)
-    both = jax.jit(lambda a: (expnorm.softmax(a), expnorm.log_softmax(a)),
-                   donate_argnums=0)(jnp.asarray(x))
+    both = jax.jit(lambda a: (softmax(a), log_softmax(a)), donate_argnums=0)(jnp.asarray(x))
     assert same_bits(both[0], ref)
     assert same_bits(both[1], fresh_output(_native.log_softmax_f32, x))

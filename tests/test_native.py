@@ -200,3 +200,4 @@ def test_vmap_jit_and_grad_agree_with_the_xla_path():
     assert np.isfinite(np.asarray(g)).all()
     # d/dx_j of log_softmax(x)_0 summed over rows = onehot_0 - p: its row sums vanish
     assert np.abs(np.asarray(g).sum(-1)).max() < 1e-5
+

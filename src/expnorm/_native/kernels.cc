@@ -3,7 +3,12 @@
 // Why a kernel: XLA on CPU fuses jax.nn.softmax's float32 exp and sums into one vectorized
 // pass, but a float64 exp inside a row reduction is not vectorized (measured here: 20x slower
 // than float32), and expnorm needs more than float32 precision to stay within 1 ulp. These
-// loops compute exp(x - max) in float64 with a short polynomial that the compiler vectorizes.
+// loops compute exp(x - max) in float64 with a polynomial and no table or branch, so that the
+// compiler vectorizes them. That also needs -fno-trapping-math (see FLAGS in __init__.py):
+// without it GCC 12 keeps the selects of these loops as branches, for fear of raising a
+// floating-point exception that the scalar code would not, and vectorizes none of them
+// (measured here: the row statistics of 1024 x 32768 entries 3.5 times slower). No code here
+// reads the exception flags.
 // Many rows run in parallel, one row per thread; a row is read from memory once for its max
 // (prefetched while the previous row is summed), and for rows of up to 2**18 entries the
 // exponentials are kept in a per-thread buffer (2 MiB, in cache) for the output; longer rows
@@ -39,46 +44,42 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr double kLog2e = 1.4426950408889634;
-constexpr double kLn2Hi = 6.93147180369123816490e-01;  // 32 significant bits: k * hi is exact
-constexpr double kLn2Lo = 1.90821492927058770002e-10;  // ln 2 - kLn2Hi
+constexpr double kLn2 = 0.6931471805599453;  // ln 2 rounded to double (error 2.3e-17)
 constexpr double kShifter = 6755399441055744.0;  // 1.5 * 2**52: adding it rounds to an integer
-constexpr int64_t kShifterBits = 0x4338000000000000LL;
-constexpr int kTableBits = 7;
-constexpr int kTableSize = 1 << kTableBits;
+constexpr int64_t kOneBits = 0x3FF0000000000000LL;  // the bits of 1.0
 constexpr int64_t kParallelMin = 1 << 16;  // below this many elements, one thread
 constexpr int64_t kCacheMax = 1 << 18;     // rows up to this length keep exp(x - m) (2 MiB)
 
-// 2**(j / 128), j = 0..127, each correctly rounded (glibc's exp2 is within 1 ulp; the error
-// it adds is 1.1e-16 relative, far below what a float32 result can show).
-struct Exp2Table {
-  double v[kTableSize];
-  Exp2Table() {
-    for (int j = 0; j < kTableSize; ++j) v[j] = std::exp2(static_cast<double>(j) / kTableSize);
-  }
-};
-static const Exp2Table kExp2Table;
+// exp(r) = 1 + r (1 + r q(r)) for |r| <= ln2 / 2: 1 + r q(r) of degree 7 interpolates
+// (e^r - 1) / r at the 8 Chebyshev nodes of [-ln2/2, ln2/2] (mpmath at 50 digits, rounded to
+// double, the constant term set to exactly 1 so that exp(0) = 1 exactly). Relative error of
+// the polynomial, measured with mpmath at 8001 points of the interval: at most 3.92e-12.
+constexpr double kQ[7] = {0.4999999999995511,     0.16666666786309303,   0.04166666678626645,
+                          0.008333283538509153,   0.0013888839110372732, 0.00019907569443646444,
+                          2.4867870312419464e-05};
 
-// exp(d) for d <= 0 in float64, relative error below 2e-15 (tests/test_accuracy.py checks the
-// float32 results it gives); 0 below -708, NaN for NaN.
-// Tang's method: d = (128 k + j) ln2 / 128 + r with |r| <= ln2 / 256, so
-// exp(d) = 2**k * 2**(j/128) * exp(r); exp(r) by a degree-4 Taylor polynomial (truncation
-// |r|**5 / 120 < 1.3e-15); 2**k enters the exponent bits of the table entry. The short
-// polynomial keeps the dependency chain short, so the vectorized loop runs at full speed.
+// exp(d) for d <= 0 in float64 with relative error below 4e-12 (the polynomial's 3.92e-12,
+// 2.4e-14 from the rounding of ln 2 times |k| <= 1022, and a few float64 roundings): 2e-12 of
+// a float32 ulp, far below what a float32 result can show (tests/test_native.py checks every
+// kernel path's float32 results against exactly summed references and mpmath); 0 for
+// d < -708 (and for -inf). Not for NaN: the callers handle rows with a NaN first.
+// d = k ln2 + r with k = round(d / ln2), |r| <= ln2 / 2, so exp(d) = 2**k exp(r), with 2**k
+// made by adding k to the exponent bits of 1.0. No table, no branch: every step is a vector
+// instruction. (The table method of Tang 1989, used until expnorm 0.3, needs a lookup per
+// entry, and a lookup does not vectorize well on CPUs without a fast gather: GCC 12 for AMD
+// Zen 3 loads the entries one by one, seen in its assembly.)
 static inline double exp_nonpositive(double d) {
-  const double dc = d < -708.0 ? -708.0 : d;  // keeps the exponent k >= -1022 (normal)
-  const double t = dc * (kTableSize * kLog2e) + kShifter;
-  const double nk = t - kShifter;  // round(d * 128 / ln2)
-  const double r = (dc - nk * (kLn2Hi / kTableSize)) - nk * (kLn2Lo / kTableSize);
-  const double p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0))));
-  int64_t tb;
-  std::memcpy(&tb, &t, sizeof tb);
-  const int64_t n = tb - kShifterBits;  // the integer round(d * 128 / ln2)
-  int64_t bits;
-  std::memcpy(&bits, &kExp2Table.v[n & (kTableSize - 1)], sizeof bits);
-  bits += (n >> kTableBits) * (int64_t{1} << 52);  // times 2**k, k = floor(n / 128)
-  double scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return d < -708.0 ? 0.0 : scale * p;
+  const double t = d * kLog2e + kShifter;
+  const double k = t - kShifter;  // round(d / ln2); for d >= -708, k >= -1022
+  const double r = __builtin_fma(-k, kLn2, d);  // k * ln2 exact inside the fma: one rounding
+  const double q =
+      kQ[0] + r * (kQ[1] + r * (kQ[2] + r * (kQ[3] + r * (kQ[4] + r * (kQ[5] + r * kQ[6])))));
+  const double p = 1.0 + r * (1.0 + r * q);
+  // the low bits of t hold k + 2**51; shifted by 52 they leave k * 2**52 (mod 2**64), which,
+  // added to the bits of 1.0, gives the bits of 2**k for -1022 <= k <= 0
+  const int64_t bits = kOneBits + (__builtin_bit_cast(int64_t, t) << 52);
+  const double e = __builtin_bit_cast(double, bits) * p;
+  return d >= -708.0 ? e : 0.0;
 }
 
 struct RowMax {
@@ -119,24 +120,26 @@ struct Stretch {
 // Sums in three levels: vectorized blocks of kBlock entries, groups of kGroup entries, and
 // the total. A plain running sum of n terms can be off by about n/8 roundings (8 lanes);
 // this keeps it to about kBlock/8 + kGroup/kBlock + n/kGroup, 200 roundings (4e-14 relative)
-// for any row up to 2**24 entries: far below a float32 ulp, so results stay correctly rounded.
+// for any row up to 2**24 entries: far below a float32 ulp.
 constexpr int64_t kBlock = 512;
 constexpr int64_t kGroup = 65536;
 
-// One block: sum of exp(x - m) over the entries below m (mf = m as a float), counting the
-// entries equal to m into *ties. (Plain pointer arguments: captured in a lambda, x made the
-// compiler gather its loads one by one.)
-static double block_others(const float* x, int64_t n, float mf, double m, int64_t* ties) {
+// One block: sum of exp(x - m) over the entries below m, counting the entries equal to m into
+// *ties. (Plain pointer arguments: captured in a lambda, x made the compiler gather its loads
+// one by one. The test x == m is made on the float64 difference, in the vector type of the
+// sum: a float32 mask took 16 instructions per 8 entries to widen.)
+static double block_others(const float* x, int64_t n, double m, int64_t* ties) {
   double s = 0.0;
-  int64_t t = 0;
+  double t = 0.0;  // a count, exact in float64; a double keeps the loop in one vector type
 #pragma omp simd reduction(+ : s, t)
   for (int64_t i = 0; i < n; ++i) {
-    const bool at_max = x[i] == mf;
-    const double e = exp_nonpositive(static_cast<double>(x[i]) - m);
+    const double d = static_cast<double>(x[i]) - m;  // exact: x and m are float32
+    const bool at_max = d == 0.0;
+    const double e = exp_nonpositive(d);
     s += at_max ? 0.0 : e;
-    t += at_max;
+    t += at_max ? 1.0 : 0.0;
   }
-  *ties += t;
+  *ties += static_cast<int64_t>(t);
   return s;
 }
 
@@ -180,11 +183,10 @@ static Stretch stretch_serial(const float* x, int64_t n) {
     st.ties = count_equal_serial(x, n, rm.m);
     return st;
   }
-  const float mf = rm.m;
-  const double m = mf;
+  const double m = rm.m;
   int64_t ties = 0;
   st.others = blocked_sum(n, x + n, [=, &ties](int64_t b, int64_t len) {
-    return block_others(x + b, len, mf, m, &ties);
+    return block_others(x + b, len, m, &ties);
   });
   st.ties = ties;
   return st;
