@@ -135,6 +135,14 @@ def main():
               + (f"  temp {s['temp_bytes'] / 2**20:.0f} MiB" if name in buffers else ""))
     copy_bw = 2 * nbytes / copy_med
     print(f"copy bandwidth (read + write) {copy_bw / 1e9:.1f} GB/s")
+    # jax.nn.softmax time / expnorm time (> 1: expnorm faster), each with the same donation
+    pairs = {"donated": ("expnorm.softmax, overwrite_input, donated", "jax.nn.softmax donated"),
+             "not donated": ("expnorm.softmax", "jax.nn.softmax")}
+    ratios = {}
+    for label, (ours, theirs) in pairs.items():
+        ratios[label] = rows[theirs]["median_s"] / rows[ours]["median_s"]
+        print(f"speed against jax.nn.softmax, {label}: {ratios[label]:.2f} "
+              f"({ours}: {rows[ours]['fraction_of_copy_bandwidth']:.2f} of copy bw)")
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
@@ -145,6 +153,7 @@ def main():
         "shape": list(shape), "dtype": "float32", "bytes": nbytes, "reps": args.reps,
         "copy_bandwidth_GBps": copy_bw / 1e9,
         "methods": rows,
+        "speed_vs_jax_nn_softmax": ratios,
         "sources_sha256": {p: hashlib.sha256((ROOT / p).read_bytes()).hexdigest()
                            for p in SOURCES},
     }

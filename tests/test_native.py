@@ -118,6 +118,31 @@ def test_correctly_rounded_on_every_path(shape):
     assert got_ls.reshape(-1, shape[-1])[0, 5] < 0  # the dominant entry kept its tiny value
 
 
+@pytest.mark.parametrize("shape", [(8, 1000), (1, 100_003), (2, 2**18 + 3)],
+                         ids=["rows in parallel", "one long row", "split over threads"])
+def test_small_t_on_both_sides_of_the_exact_pass(shape):
+    """t = sum of the others' exp(x - m): the kernel takes it as (sum of all) - 1 when
+    t >= 1/64 and sums the others again below that (kExactBelow in kernels.cc). Rows with t
+    from 1e-9 to 0.3, on every path; the log-probability of the max, -log1p(t), is the
+    result that shows an inaccurate t."""
+    rng = np.random.default_rng(7)
+    rows, n = shape[0], shape[-1]
+    x = (rng.standard_normal(shape) * 0.5).astype(np.float32)
+    targets = np.geomspace(1e-9, 0.3, rows) if rows > 1 else np.array([0.02])
+    for r, target in enumerate(targets):
+        others = np.delete(np.exp(x[r].astype(np.float64)), 0).sum()
+        x[r, 0] = np.float32(np.log(others / target))  # the max, so that t is about target
+    sm_ref, ls_ref, lse_ref = reference_rows(x)
+    for name, got, ref in [("log_softmax", expnorm.log_softmax(x), ls_ref),
+                           ("softmax", expnorm.softmax(x), sm_ref),
+                           ("logsumexp", expnorm.logsumexp(x, axis=-1), lse_ref)]:
+        err = ulp_errors(np.asarray(got), ref)
+        assert err.max() <= 0.5001, f"{name} {shape}: {err.max():.4f} ulp"
+    if rows > 1:  # the max entries' log-probabilities, one per t
+        lp = np.asarray(expnorm.log_softmax(x))[:, 0]
+        assert ulp_errors(lp, ls_ref[:, 0]).max() <= 0.5001
+
+
 def test_long_row_against_mpmath():
     """The split-over-threads path against the 50-digit mpmath reference, on a sample."""
     rng = np.random.default_rng(11)

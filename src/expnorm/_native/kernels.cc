@@ -113,8 +113,9 @@ static int64_t count_equal_serial(const float* x, int64_t n, float m) {
 struct Stretch {
   float m;
   bool nan;
-  double others;  // sum of exp(x - m) over x != m (0 unless m is finite)
-  int64_t ties;   // entries equal to m
+  double sum;    // m finite: sum of exp(x - m) over the stretch, the entries equal to m included
+                 // (each adds exactly 1); otherwise 0
+  int64_t ties;  // m infinite: the number of entries equal to m; otherwise 0
 };
 
 // Sums in three levels: vectorized blocks of kBlock entries, groups of kGroup entries, and
@@ -140,6 +141,14 @@ static double block_others(const float* x, int64_t n, double m, int64_t* ties) {
     t += at_max ? 1.0 : 0.0;
   }
   *ties += static_cast<int64_t>(t);
+  return s;
+}
+
+// One block: sum of exp(x - m) over all its entries (those equal to m add exactly 1).
+static double block_all(const float* x, int64_t n, double m) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += exp_nonpositive(static_cast<double>(x[i]) - m);
   return s;
 }
 
@@ -184,12 +193,23 @@ static Stretch stretch_serial(const float* x, int64_t n) {
     return st;
   }
   const double m = rm.m;
+  st.sum = blocked_sum(n, x + n, [=](int64_t b, int64_t len) { return block_all(x + b, len, m); });
+  return st;
+}
+
+// The exact split of a stretch's sum relative to m (the row max): the sum over the entries
+// below m, and the number equal to m. Only for rows whose t is small (kExactBelow).
+struct Others {
+  double others;
+  int64_t ties;
+};
+
+static Others others_serial(const float* x, int64_t n, double m) {
   int64_t ties = 0;
-  st.others = blocked_sum(n, x + n, [=, &ties](int64_t b, int64_t len) {
+  const double others = blocked_sum(n, x + n, [=, &ties](int64_t b, int64_t len) {
     return block_others(x + b, len, m, &ties);
   });
-  st.ties = ties;
-  return st;
+  return {others, ties};
 }
 
 // sum of exp(x - m) over the stretch, storing the exponentials in cache.
@@ -227,9 +247,17 @@ static void parallel_stretches(int64_t n, Body body) {
 }
 
 // The row statistics: max m, NaN flag, and t = sum_{x != m} exp(x - m) + (ties - 1).
+// t is the sum of all exp(x - m) minus 1, since each entry equal to m adds exactly 1: one
+// loop with no test per entry. That difference is accurate when t is not small: the sum's
+// rounding errors, at most about 450 roundings of 2**-53 of the sum (kBlock, kGroup), are then
+// below 4e-12 of t. For t < kExactBelow (a row whose max has probability above 64/65) the
+// row is summed again with the entries equal to m left out, so a tiny t keeps its relative
+// accuracy (log1p(t) and the log-probability of the max depend on it).
 // In parallel, each stretch is summed relative to its own max in the same pass as that max
 // (the online normalizer of Milakov & Gimelshein 2018), and the stretches are then rescaled
 // to the row max: one pass over memory instead of two.
+constexpr double kExactBelow = 1.0 / 64;
+
 struct RowStats {
   float m;
   bool nan;
@@ -241,7 +269,11 @@ static RowStats row_stats(const float* x, int64_t n, bool parallel) {
   if (!parallel) {
     const Stretch st = stretch_serial(x, n);
     if (st.nan) return {qnan, true, 0.0};
-    return {st.m, false, st.others + static_cast<double>(st.ties - 1)};
+    if (!std::isfinite(st.m)) return {st.m, false, static_cast<double>(st.ties - 1)};
+    const double t = st.sum - 1.0;
+    if (t >= kExactBelow) return {st.m, false, t};
+    const Others o = others_serial(x, n, st.m);
+    return {st.m, false, o.others + static_cast<double>(o.ties - 1)};
   }
   std::vector<Stretch> parts(stretches(n));
   parallel_stretches(n, [&](int64_t off, int64_t len) {
@@ -254,17 +286,31 @@ static RowStats row_stats(const float* x, int64_t n, bool parallel) {
     m = st.m > m ? st.m : m;
   }
   if (nan) return {qnan, true, 0.0};
-  double others = 0.0;
-  int64_t ties = 0;
+  if (!std::isfinite(m)) {  // all -inf, or +inf entries: t = (number equal to m) - 1
+    int64_t ties = 0;
+    for (const Stretch& st : parts) ties += st.m == m ? st.ties : 0;
+    return {m, false, static_cast<double>(ties - 1)};
+  }
+  double sum = 0.0;
   for (const Stretch& st : parts) {
     if (st.m == m) {
-      others += st.others;
-      ties += st.ties;
-    } else if (std::isfinite(m) && st.m != -std::numeric_limits<float>::infinity()) {
-      // every entry of this stretch is below m: rescale its sum (ties included) to m
-      const double scale = exp_nonpositive(static_cast<double>(st.m) - static_cast<double>(m));
-      others += (st.others + static_cast<double>(st.ties)) * scale;
+      sum += st.sum;
+    } else if (st.m != -std::numeric_limits<float>::infinity()) {
+      // every entry of this stretch is below m: rescale its sum to m
+      sum += st.sum * exp_nonpositive(static_cast<double>(st.m) - static_cast<double>(m));
     }
+  }
+  const double t = sum - 1.0;
+  if (t >= kExactBelow) return {m, false, t};
+  std::vector<Others> exact(stretches(n));
+  parallel_stretches(n, [&](int64_t off, int64_t len) {
+    exact[off / kStretch] = others_serial(x + off, len, m);
+  });
+  double others = 0.0;
+  int64_t ties = 0;
+  for (const Others& o : exact) {
+    others += o.others;
+    ties += o.ties;
   }
   return {m, false, others + static_cast<double>(ties - 1)};
 }
