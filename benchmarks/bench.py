@@ -66,9 +66,10 @@ CE_VARIANTS = ("naive", "chunked", "fused")
 CE_MEMORY_TARGET_ABOVE = 2**30
 # The files whose code each part runs (paths relative to the repository root).
 KERNELS = "src/expnorm/_native/kernels.cc"
+KERNEL_FLAGS = "src/expnorm/_native/__init__.py"  # the compiler flags the kernels are built with
 SOURCES = {
-    "speed": [KERNELS, "benchmarks/bench.py"],
-    "bounds": [KERNELS, "benchmarks/bench.py"],
+    "speed": [KERNELS, KERNEL_FLAGS, "benchmarks/bench.py"],
+    "bounds": [KERNELS, KERNEL_FLAGS, "benchmarks/bench.py"],
     "attention": ["benchmarks/bench.py", "benchmarks/attention_memory.py"],
     "ce": ["benchmarks/bench.py", "benchmarks/ce_memory.py", "src/expnorm/chunked.py",
            "src/expnorm/online.py"],

@@ -33,8 +33,9 @@ def test_every_part_records_the_sources_it_ran(results):
     for part in PARTS:
         sources = results[part]["sources_sha256"]
         assert "benchmarks/bench.py" in sources, part
-    assert "src/expnorm/_native/kernels.cc" in results["speed"]["sources_sha256"]
-    assert "src/expnorm/_native/kernels.cc" in results["bounds"]["sources_sha256"]
+    for part in ("speed", "bounds"):  # the kernels, and the flags they are compiled with
+        assert "src/expnorm/_native/kernels.cc" in results[part]["sources_sha256"]
+        assert "src/expnorm/_native/__init__.py" in results[part]["sources_sha256"]
 
 
 @pytest.mark.parametrize("part", PARTS)
