@@ -67,8 +67,6 @@ def test_every_notebook_is_in_the_table_of_contents():
 
 
 PLATFORM_MANIFEST = ROOT / "tests" / "data" / "platform_dependent_outputs.toml"
-_NBVAL_LOOSENING = ("nbval-ignore-output", "nbval-skip", "NBVAL_IGNORE_OUTPUT", "NBVAL_SKIP",
-                    "PYTEST_VALIDATE_IGNORE_OUTPUT")
 
 
 def _platform_manifest():
@@ -83,21 +81,23 @@ def _platform_manifest():
 def test_output_checks_are_loosened_only_where_listed():
     """Strict nbval compares every output except those of cells tagged nbval-ignore-output;
     such a tag is allowed only on a cell listed, with its reason, in the manifest of
-    platform-dependent outputs, and no cell is skipped."""
+    platform-dependent outputs, and no cell is skipped. Cells are read with nbval's own
+    parsers of comment markers and tags, so what is checked is what nbval acts on."""
+    from nbval.plugin import find_comment_markers, find_metadata_tags
+
     listed = _platform_manifest()
     found = set()
     for path in NOTEBOOKS:
         for cell in json.loads(path.read_text())["cells"]:
             if cell["cell_type"] != "code":
                 continue
-            tags = cell.get("metadata", {}).get("tags", [])
-            source = "".join(cell["source"])
-            assert "nbval-skip" not in tags and "NBVAL_SKIP" not in source, \
-                f"{path.name} cell {cell.get('id')}: skipped by nbval"
-            markers = [m for m in _NBVAL_LOOSENING if m in tags or m in source]
-            if markers:
-                assert markers == ["nbval-ignore-output"], \
-                    f"{path.name} cell {cell.get('id')}: use the tag, not {markers}"
+            where = f"{path.name} cell {cell.get('id')}"
+            markers = dict(find_comment_markers("".join(cell["source"])))
+            assert not markers, f"{where}: nbval comment markers {markers}; use the tag"
+            tags = dict(find_metadata_tags(cell.get("metadata", {})))
+            assert "skip" not in tags, f"{where}: skipped by nbval"
+            if tags:
+                assert tags == {"check": False}, f"{where}: nbval tags {tags}"
                 found.add((path.name, cell.get("id")))
     assert found - listed == set(), f"outputs ignored but not in {PLATFORM_MANIFEST.name}: {found - listed}"
     assert listed - found == set(), f"listed in {PLATFORM_MANIFEST.name} but not tagged: {listed - found}"
